@@ -1,0 +1,7 @@
+"""ShortGAN: GANs for 28×28 handwritten characters that reach good samples fast."""
+
+from shortgan.data import ImageDataModule
+from shortgan.gan import GAN
+from shortgan.pretraining import GeneratorPretrainer
+
+__all__ = ["GAN", "GeneratorPretrainer", "ImageDataModule"]

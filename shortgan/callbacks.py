@@ -1,0 +1,115 @@
+"""Callbacks that turn a generator's output into pictures: progress grids and predicted samples."""
+
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.utilities import rank_zero_only
+from torchvision.io import decode_png
+from torchvision.utils import make_grid, save_image
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """The folder of this run: the logger's version folder, else the trainer's root folder."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def _grid(images: torch.Tensor, nrow: Optional[int] = None) -> torch.Tensor:
+    # Images are in [-1, 1]; grids are in [0, 1].
+    nrow = nrow or math.ceil(math.sqrt(len(images)))
+    return make_grid(images.float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
+
+
+class SampleGrids(Callback):
+    """Each epoch, logs the fixed-noise samples to TensorBoard and saves them as a PNG; at the end of
+    `fit`, writes `final.png` and `timeline.png` (one row of fixed-noise samples per saved epoch).
+
+    Files go to `<run folder>/samples/`.
+
+    Args:
+        every_n_epochs: save a grid every this many epochs (the last epoch is always saved).
+        timeline_rows: at most this many epochs, evenly spaced, in the timeline.
+        timeline_columns: samples per timeline row.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, timeline_rows: int = 12, timeline_columns: int = 16) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.timeline_rows = timeline_rows
+        self.timeline_columns = timeline_columns
+
+    @staticmethod
+    def folder(trainer: L.Trainer) -> Path:
+        return run_dir(trainer) / "samples"
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        last = epoch + 1 >= (trainer.max_epochs or 0)
+        if (epoch + 1) % self.every_n_epochs and not last:
+            return
+        grid = _grid(pl_module.fixed_samples())
+        folder = self.folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_image(grid, folder / f"epoch_{epoch:04d}.png")
+        for logger in trainer.loggers:
+            if hasattr(logger.experiment, "add_image"):
+                # Keyed on the epoch, not global_step: manual optimisation makes several steps a batch.
+                logger.experiment.add_image("samples/fixed_noise", grid, global_step=epoch)
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = self.folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_image(_grid(pl_module.fixed_samples()), folder / "final.png")
+        epochs = sorted(folder.glob("epoch_*.png"))
+        if epochs:
+            self.write_timeline(epochs, folder / "timeline.png")
+
+    def write_timeline(self, epoch_pngs: Sequence[Path], path: Path) -> None:
+        """One row per epoch (evenly spaced, at most `timeline_rows`): the first fixed-noise samples."""
+        picks = torch.linspace(0, len(epoch_pngs) - 1, min(self.timeline_rows, len(epoch_pngs))).round().long()
+        rows = []
+        for i in picks.unique().tolist():
+            grid = decode_png(torch.frombuffer(bytearray(epoch_pngs[i].read_bytes()), dtype=torch.uint8))
+            rows.append(_first_cells(grid, self.timeline_columns))
+        save_image(torch.cat(rows, dim=1).float() / 255, path)
+
+
+def _first_cells(grid: torch.Tensor, count: int, cell: int = 30, pad: int = 2) -> torch.Tensor:
+    """Cut the first `count` cells (left to right, top to bottom) out of a make_grid image (3, H, W)."""
+    per_row = (grid.size(2) - pad) // cell
+    cells = []
+    for i in range(min(count, per_row * ((grid.size(1) - pad) // cell))):
+        r, c = divmod(i, per_row)
+        cells.append(grid[:, r * cell : r * cell + cell + pad, c * cell : c * cell + cell + pad])
+    return torch.cat(cells, dim=2)
+
+
+class SampleWriter(BasePredictionWriter):
+    """Writes `predict` output: `samples.pt` (N×C×H×W floats in [-1, 1]), `grid.png` (the first 100)
+    and `images/000000.png`, one PNG per sample.
+
+    Args:
+        output_dir: the folder to write into; by default `<run folder>/predictions`.
+    """
+
+    def __init__(self, output_dir: Optional[str] = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output_dir = output_dir
+
+    def write_on_epoch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
+    ) -> None:
+        if not trainer.is_global_zero:
+            return
+        samples = torch.cat([p.cpu() for p in predictions]).float()
+        out = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "predictions"
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        torch.save(samples, out / "samples.pt")
+        save_image(_grid(samples[:100]), out / "grid.png")
+        width = max(6, len(str(len(samples) - 1)))
+        for i, image in enumerate(samples):
+            save_image(image, out / "images" / f"{i:0{width}d}.png", normalize=True, value_range=(-1, 1))

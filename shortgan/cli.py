@@ -1,0 +1,101 @@
+"""The command line: LightningCLI with run folders, resume by `--ckpt_path last`, and clear errors."""
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from shortgan.callbacks import SampleGrids, SampleWriter
+from shortgan.errors import UserError
+
+
+def latest_checkpoint(root: str, run_name: str) -> Path:
+    """`<root>/<run_name>/version_*/checkpoints/last.ckpt` of the most recent run."""
+    candidates = sorted(Path(root, run_name).glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise UserError(
+            f"--ckpt_path last: no run of '{run_name}' with a last.ckpt under {Path(root, run_name)}/. "
+            f"Train first, or pass a checkpoint's path."
+        )
+    return candidates[-1]
+
+
+class ShortGANCLI(LightningCLI):
+    """LightningCLI that stores each run in `<default_root_dir>/<run_name>/version_N/`.
+
+    That folder holds the TensorBoard events, `config.yaml`, `checkpoints/` (last.ckpt and periodic
+    ones) and `samples/`. `--ckpt_path last` resumes the newest run of `run_name`, writing into its
+    folder so TensorBoard curves continue.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.resume_version: Optional[str] = None
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run_name", type=str, default="shortgan", help="Runs go to <default_root_dir>/<run_name>/.")
+        parser.add_argument(
+            "--samples_dir", type=Optional[str], default=None,
+            help="predict: folder for samples.pt, grid.png and images/ (default: <run folder>/predictions).",
+        )  # fmt: skip
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.every_n_epochs": 10,
+                "checkpoint.save_top_k": -1,
+                "checkpoint.filename": "epoch={epoch:04d}",
+                "checkpoint.auto_insert_metric_name": False,
+                "trainer.default_root_dir": "runs",
+            }
+        )
+        parser.add_lightning_class_args(SampleGrids, "sample_grids")
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand]
+        root = cfg.trainer.default_root_dir
+        if cfg.get("ckpt_path") == "last":
+            cfg.ckpt_path = str(latest_checkpoint(root, cfg.run_name))
+        ckpt = cfg.get("ckpt_path")
+        if ckpt is None:
+            return
+        ckpt = Path(ckpt)
+        if not ckpt.is_file():
+            raise UserError(f"--ckpt_path: no file at {ckpt}")
+        # A checkpoint inside <root>/<run_name>/version_N/checkpoints/ resumes into version_N.
+        if self.subcommand == "fit" and ckpt.parent.name == "checkpoints":
+            run = ckpt.parent.parent
+            if run.parent.resolve() == Path(root, cfg.run_name).resolve():
+                self.resume_version = run.name
+
+    def instantiate_trainer(self, **kwargs):
+        cfg = self.config_init[self.subcommand]
+        if cfg.trainer.logger in (None, True):
+            kwargs["logger"] = TensorBoardLogger(
+                save_dir=cfg.trainer.default_root_dir, name=cfg.run_name, version=self.resume_version,
+                default_hp_metric=False,
+            )  # fmt: skip
+        if self.subcommand == "predict":
+            kwargs["callbacks"] = [*(cfg.trainer.callbacks or []), SampleWriter(cfg.samples_dir)]
+        return super().instantiate_trainer(**kwargs)
+
+
+def cli_main(args: Optional[list[str]] = None) -> Optional[ShortGANCLI]:
+    """Run the CLI; mistakes a user can fix end in one line on stderr and exit code 2."""
+    torch.set_float32_matmul_precision("high")
+    try:
+        return ShortGANCLI(
+            args=args,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            # A resumed run rewrites the config.yaml of its own folder.
+            save_config_kwargs={"overwrite": True},
+        )
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

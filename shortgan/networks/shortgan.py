@@ -1,0 +1,119 @@
+"""The ShortGAN generator and discriminator: plain PyTorch, no Lightning."""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+
+def _maybe_sn(layer: nn.Module, enabled: bool) -> nn.Module:
+    return _spectral_norm(layer) if enabled else layer
+
+
+class ShortGANGenerator(nn.Module):
+    """Noise → Linear+ReLU → 1×s×s map → Conv2d+BatchNorm2d blocks → ConvTranspose2d ×2 → Linear → Tanh.
+
+    Args:
+        latent_dim: size of the noise vector z.
+        hidden_dim: width of the first Linear layer; must be a square (256 → a 1×16×16 map).
+        channels: channels of the Conv2d blocks that run on the s×s map.
+        num_conv_blocks: how many Conv2d+BatchNorm2d+ReLU blocks run before upsampling.
+        up_channels: channels of the 2s×2s map after the ConvTranspose2d upsampling.
+        image_shape: (C, H, W) of the images produced.
+        spectral_norm: wrap the Linear layers in spectral normalisation.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 128,
+        hidden_dim: int = 256,
+        channels: int = 32,
+        num_conv_blocks: int = 2,
+        up_channels: int = 2,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        spectral_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        side = math.isqrt(hidden_dim)
+        if side * side != hidden_dim:
+            raise ValueError(f"hidden_dim must be a perfect square (e.g. 256 → 16×16), got {hidden_dim}")
+        self.latent_dim = latent_dim
+        self.image_shape = tuple(image_shape)
+        self.side = side
+        self.project = _maybe_sn(nn.Linear(latent_dim, hidden_dim), spectral_norm)
+        blocks = []
+        for i in range(num_conv_blocks):
+            # No conv bias: BatchNorm's shift makes it redundant.
+            blocks += [
+                nn.Conv2d(1 if i == 0 else channels, channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+            ]
+        self.convs = nn.Sequential(*blocks)
+        conv_out = channels if num_conv_blocks else 1
+        self.upsample = nn.Sequential(
+            nn.ConvTranspose2d(conv_out, up_channels, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(up_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.to_pixels = _maybe_sn(nn.Linear(up_channels * (2 * side) ** 2, math.prod(self.image_shape)), spectral_norm)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        b = z.size(0)
+        h = torch.relu(self.project(z)).view(b, 1, self.side, self.side)  # (B, 1, 16, 16)
+        h = self.convs(h)  # (B, C, 16, 16)
+        h = self.upsample(h)  # (B, C_up, 32, 32)
+        x = torch.tanh(self.to_pixels(h.flatten(1)))  # (B, C*H*W) in [-1, 1]
+        return x.view(b, *self.image_shape)
+
+
+class MinibatchStdDev(nn.Module):
+    """Appends the batch's mean feature standard deviation as one extra channel (Karras et al. 2018).
+
+    A batch of identical fakes has zero spread while real batches do not, so D can see mode
+    collapse and G is pushed to vary its output.
+    """
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        std = h.std(dim=0, unbiased=False).mean()  # scalar spread over the batch
+        return torch.cat([h, std.expand(h.size(0), 1, *h.shape[2:])], dim=1)
+
+
+class ShortGANDiscriminator(nn.Module):
+    """Strided Conv2d+LeakyReLU layers → Linear → one logit per image; spectral norm, no BatchNorm.
+
+    Without BatchNorm, D can score real and fake batches in separate calls (and under DDP) safely.
+
+    Args:
+        image_shape: (C, H, W) of the images scored.
+        channels: channels of the first conv; each further conv doubles them.
+        num_layers: how many stride-2 convs.
+        minibatch_std: add a minibatch-standard-deviation channel before the last conv.
+        spectral_norm: wrap every conv and the Linear in spectral normalisation.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        channels: int = 32,
+        num_layers: int = 2,
+        minibatch_std: bool = True,
+        spectral_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        c, h, w = image_shape
+        layers: list[nn.Module] = []
+        for i in range(num_layers):
+            out = channels * 2**i
+            if minibatch_std and i == num_layers - 1:
+                layers.append(MinibatchStdDev())
+                c += 1
+            layers += [_maybe_sn(nn.Conv2d(c, out, 4, stride=2, padding=1), spectral_norm), nn.LeakyReLU(0.2, inplace=True)]
+            c, h, w = out, h // 2, w // 2
+        self.features = nn.Sequential(*layers)
+        self.to_logit = _maybe_sn(nn.Linear(c * h * w, 1), spectral_norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)  # (B, C·2^(L-1), H/2^L, W/2^L)
+        return self.to_logit(h.flatten(1)).squeeze(1)  # (B,) logits
