@@ -87,11 +87,16 @@ def load_torchvision(name: str, data_dir: str, train: bool, download: bool) -> t
     except Exception as err:  # torchvision raises RuntimeError, URLError, OSError… depending on what failed
         needed = ", ".join(f"{f}.gz" for f in _RAW_FILES)
         raise UserError(
-            f"The {name} dataset is not in {raw_dir}/ and could not be downloaded ({type(err).__name__}: {err}). "
-            f"Put the files {needed} (plain or .gz) in {raw_dir}/, or choose --data.dataset mnist_sample "
+            f"The {name} dataset is not in {raw_dir}/ and could not be downloaded ({_first_line(err)}). "
+            f"Put the files {needed} (plain or .gz) in {raw_dir}/, or use --data.dataset mnist_sample "
             f"for the offline sample."
         ) from err
     return ds.data, ds.targets
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"
 
 
 class ImageDataModule(L.LightningDataModule):

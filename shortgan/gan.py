@@ -113,9 +113,11 @@ class GAN(GeneratorSystem):
 
     # ---- training ----------------------------------------------------------------------------
 
-    def _noisy(self, images: torch.Tensor) -> torch.Tensor:
+    def _noisy(self, images: torch.Tensor, fake: bool = False) -> torch.Tensor:
         std = self.hparams.instance_noise
-        return images + std * torch.randn_like(images) if std > 0 else images
+        if std == 0 or (fake and not self.hparams.noise_fakes):
+            return images
+        return images + std * torch.randn_like(images)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         real, _ = batch
@@ -143,7 +145,7 @@ class GAN(GeneratorSystem):
             # D has no BatchNorm, so two calls are safe; one call on real+fake would also mix the
             # two batches in the minibatch-stddev feature.
             real_logits = self.discriminator(self._noisy(real))
-            fake_logits = self.discriminator(self._noisy(fake.detach()))
+            fake_logits = self.discriminator(self._noisy(fake.detach(), fake=True))
             d_loss = losses.discriminator_bce(real_logits, fake_logits, hp.real_label, hp.fake_label)
             opt_d.zero_grad()
             self.manual_backward(d_loss)
@@ -153,7 +155,7 @@ class GAN(GeneratorSystem):
         with self.toggled_optimizer(opt_g):
             for _ in range(hp.g_steps):
                 fake = self.generator(torch.randn(b, latent, device=self.device))
-                g_loss = losses.generator_nonsaturating(self.discriminator(self._noisy(fake)))
+                g_loss = losses.generator_nonsaturating(self.discriminator(self._noisy(fake, fake=True)))
                 opt_g.zero_grad()
                 self.manual_backward(g_loss)
                 opt_g.step()
@@ -167,9 +169,11 @@ class GAN(GeneratorSystem):
 
     def on_train_epoch_end(self) -> None:
         # Manual optimisation: Lightning does not step schedulers, and pretraining epochs don't count.
-        if not self.pretraining:
-            for scheduler in self.lr_schedulers() or []:
-                scheduler.step()
+        if self.pretraining:
+            return
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            scheduler.step()
 
     # ---- checkpoints -------------------------------------------------------------------------
 

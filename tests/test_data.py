@@ -1,0 +1,66 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from shortgan.data import ImageDataModule, load_mnist_sample
+from shortgan.errors import UserError
+
+
+def test_mnist_sample_is_real_digits_split_by_class():
+    dm = ImageDataModule(dataset="mnist_sample", batch_size=50)
+    dm.setup("fit")
+    assert len(dm.train_set) == 4000 and len(dm.test_set) == 1000
+    assert torch.bincount(dm.test_set.labels).tolist() == [100] * 10
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (50, 1, 28, 28) and labels.shape == (50,)
+    assert images.min() == -1 and images.max() == 1
+    # Shuffled: a batch of a label-sorted dataset holds several classes.
+    assert len(labels.unique()) > 3
+
+
+def test_mnist_sample_pixels_match_the_csv():
+    images, labels = load_mnist_sample()
+    assert images.dtype == torch.uint8 and images.shape == (5000, 28, 28)
+    assert 80 < images.float().mean() * 784 / 255 < 160  # ~100–150 ink pixels per digit
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_preplaced_idx_files_are_read_without_download(tiny_idx_root, compress):
+    root = tiny_idx_root("MNIST", compress=compress)
+    dm = ImageDataModule(dataset="mnist", data_dir=str(root), batch_size=8, download=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.train_set) == 32 and len(dm.test_set) == 16
+    assert dm.train_set.images.min() >= -1 and dm.train_set.images.max() <= 1
+
+
+def test_kmnist_and_fashion_use_their_own_folders(tiny_idx_root):
+    root = tiny_idx_root("FashionMNIST")
+    dm = ImageDataModule(dataset="fashion_mnist", data_dir=str(root), download=False)
+    dm.setup("validate")
+    assert len(dm.test_set) == 16
+    with pytest.raises(UserError, match="KMNIST/raw"):
+        ImageDataModule(dataset="kmnist", data_dir=str(root), download=False).prepare_data()
+
+
+def test_missing_data_names_the_files_and_folder(tmp_path):
+    with pytest.raises(UserError, match=r"train-images-idx3-ubyte\.gz.*MNIST/raw"):
+        ImageDataModule(dataset="mnist", data_dir=str(tmp_path), download=False).prepare_data()
+
+
+def test_unknown_dataset_name_lists_the_choices(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "main.py", "fit", "--config", "configs/quickstart.yaml", "--data.dataset", "mnistt",
+         "--print_config"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "mnist_sample" in out.stderr and "fashion_mnist" in out.stderr
+
+
+def test_predict_batches_are_sample_indices():
+    dm = ImageDataModule(dataset="mnist_sample", num_samples=10, batch_size=4)
+    batches = list(dm.predict_dataloader())
+    assert [len(b) for b in batches] == [4, 4, 2]

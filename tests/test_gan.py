@@ -1,0 +1,181 @@
+import lightning as L
+import pytest
+import torch
+from functools import partial
+from torch import nn
+
+from shortgan import losses
+from torch.utils.data import DataLoader
+
+from shortgan.data import InMemoryImages, _batch_as_is
+from shortgan.errors import UserError
+from shortgan.gan import GAN, load_generator_weights
+from shortgan.networks import ShortGANDiscriminator, ShortGANGenerator
+from shortgan.pretraining import GeneratorPretrainer, pretraining_loss
+
+
+class RecordingDiscriminator(nn.Module):
+    """Wraps a discriminator and keeps every batch it scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = ShortGANDiscriminator(channels=8)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return self.inner(x)
+
+
+class FixedBatch(L.LightningDataModule):
+    def __init__(self, images: torch.Tensor, batches: int = 1) -> None:
+        super().__init__()
+        self.images, self.batches = images, batches
+
+    def train_dataloader(self):
+        n = len(self.images)
+        data = InMemoryImages(self.images.repeat(self.batches, 1, 1, 1), torch.zeros(n * self.batches))
+        return DataLoader(data, batch_size=n, collate_fn=_batch_as_is)
+
+
+def small_gan(**kwargs) -> GAN:
+    kwargs.setdefault("discriminator", ShortGANDiscriminator(channels=8))
+    return GAN(generator=ShortGANGenerator(channels=4, up_channels=1), **kwargs)
+
+
+def fit(model: L.LightningModule, images: torch.Tensor, epochs: int = 1, batches: int = 1, **trainer_kwargs) -> L.Trainer:
+    trainer = L.Trainer(
+        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, **trainer_kwargs,
+    )  # fmt: skip
+    trainer.fit(model, FixedBatch(images, batches))
+    return trainer
+
+
+def adam_steps(opt: torch.optim.Optimizer) -> int:
+    p = opt.param_groups[0]["params"][0]
+    return int(opt.state[p]["step"]) if p in opt.state else 0
+
+
+@pytest.mark.parametrize("g_steps", [1, 2, 3])
+def test_one_batch_updates_d_once_and_g_g_steps_times(g_steps):
+    model = small_gan(g_steps=g_steps)
+    trainer = fit(model, torch.rand(16, 1, 28, 28) * 2 - 1)
+    opt_g, opt_d, opt_pre = trainer.optimizers
+    assert adam_steps(opt_d) == 1
+    assert adam_steps(opt_g) == g_steps
+    assert adam_steps(opt_pre) == 0
+    # Lightning's global_step counts optimizer steps, not batches.
+    assert trainer.global_step == 1 + g_steps
+
+
+def test_pretraining_epochs_come_first_and_touch_only_g():
+    model = small_gan(pretrain_epochs=1)
+    d_before = [p.clone() for p in model.discriminator.parameters()]
+    trainer = fit(model, torch.rand(16, 1, 28, 28) * 2 - 1, epochs=1, batches=3)
+    opt_g, opt_d, opt_pre = trainer.optimizers
+    assert adam_steps(opt_pre) == 3 and adam_steps(opt_d) == 0 and adam_steps(opt_g) == 0
+    assert all(torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters()))
+    assert "train/pretrain_loss" in trainer.callback_metrics
+
+
+def test_discriminator_sees_noisy_reals_and_fakes():
+    d = RecordingDiscriminator()
+    real = torch.zeros(32, 1, 28, 28)
+    fit(small_gan(discriminator=d, g_steps=1, instance_noise=0.1, noise_fakes=False), real)
+    real_seen, fake_seen, g_seen = d.seen[-3:]
+    assert real_seen.std() == pytest.approx(0.1, rel=0.05)  # zeros + N(0, 0.1²)
+    assert fake_seen.abs().max() <= 1  # no noise on fakes: still in Tanh range
+    assert g_seen.abs().max() <= 1
+
+
+def test_instance_noise_on_fakes_when_asked():
+    d = RecordingDiscriminator()
+    fit(small_gan(discriminator=d, g_steps=1, instance_noise=0.5, noise_fakes=True), torch.zeros(32, 1, 28, 28))
+    assert d.seen[-2].abs().max() > 1  # Tanh output plus noise leaves [-1, 1]
+
+
+def test_discriminator_loss_gives_the_generator_no_gradient():
+    model = small_gan()
+    real = torch.rand(8, 1, 28, 28)
+    fake = model.generator(torch.randn(8, 128))
+    d_loss = losses.discriminator_bce(model.discriminator(real), model.discriminator(fake.detach()), 0.9)
+    d_loss.backward()
+    assert all(p.grad is None for p in model.generator.parameters())
+    assert all(p.grad is not None for p in model.discriminator.parameters())
+
+
+def test_label_smoothing_sets_the_optimum_of_d_on_reals():
+    logits = torch.linspace(-5, 5, 1001)
+    loss = torch.stack([losses.discriminator_bce(l.view(1), torch.tensor([-30.0]), real_label=0.9) for l in logits])
+    best = torch.sigmoid(logits[loss.argmin()])
+    assert best == pytest.approx(0.9, abs=0.01)
+    assert losses.discriminator_bce(torch.zeros(4), torch.zeros(4)) == pytest.approx(2 * torch.log(torch.tensor(2.0)))
+
+
+def test_generator_loss_pushes_d_towards_real():
+    logits = torch.zeros(4, requires_grad=True)
+    losses.generator_nonsaturating(logits).backward()
+    assert (logits.grad < 0).all()  # gradient descent raises the logits
+
+
+def test_nearest_pairing_pulls_the_closest_sample():
+    g = ShortGANGenerator(channels=4, up_channels=1)
+    real = torch.rand(6, 1, 28, 28) * 2 - 1
+    loss = pretraining_loss(g, real, "nearest", candidates=8)
+    loss.backward()
+    assert loss > 0 and all(p.grad is not None for p in g.parameters() if p.requires_grad)
+    # The nearest of many candidates is closer than a random sample, on average.
+    torch.manual_seed(1)
+    nearest = pretraining_loss(g, real, "nearest", candidates=32).item()
+    torch.manual_seed(1)
+    random = pretraining_loss(g, real, "random").item()
+    assert nearest < random
+
+
+def test_fixed_noise_is_a_buffer_saved_in_the_state_dict():
+    model = small_gan(num_fixed_samples=10, fixed_noise_seed=3)
+    assert "fixed_noise" in model.state_dict() and model.fixed_noise.shape == (10, 128)
+    assert torch.equal(small_gan(num_fixed_samples=10, fixed_noise_seed=3).fixed_noise, model.fixed_noise)
+    assert model.fixed_samples().shape == (10, 1, 28, 28)
+
+
+def test_pretrained_generator_weights_start_the_gan(tmp_path):
+    pre = GeneratorPretrainer(ShortGANGenerator(channels=4, up_channels=1))
+    trainer = fit(pre, torch.rand(8, 1, 28, 28) * 2 - 1, default_root_dir=tmp_path)
+    path = tmp_path / "pre.ckpt"
+    trainer.save_checkpoint(path)
+    weights = load_generator_weights(str(path))
+    gan = small_gan(pretrained_generator=str(path))
+    gan.generator.load_state_dict(weights)
+    assert all(torch.equal(a, b) for a, b in zip(gan.generator.state_dict().values(), pre.generator.state_dict().values()))
+
+
+def test_pretrained_generator_errors_are_clear(tmp_path):
+    with pytest.raises(UserError, match="no file"):
+        load_generator_weights(str(tmp_path / "missing.ckpt"))
+    bad = tmp_path / "bad.ckpt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        load_generator_weights(str(bad))
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"network.weight": torch.zeros(1)}}, other)
+    with pytest.raises(UserError, match="no generator weights"):
+        load_generator_weights(str(other))
+
+
+def test_bad_knobs_fail_early():
+    with pytest.raises(UserError, match="g_steps"):
+        small_gan(g_steps=0)
+    with pytest.raises(UserError, match="instance_noise"):
+        small_gan(instance_noise=-1)
+
+
+def test_scheduler_is_stepped_once_per_adversarial_epoch():
+    model = small_gan(
+        generator_optimizer=partial(torch.optim.SGD, lr=1.0),
+        generator_scheduler=partial(torch.optim.lr_scheduler.ExponentialLR, gamma=0.5),
+        pretrain_epochs=1,
+    )
+    trainer = fit(model, torch.rand(8, 1, 28, 28) * 2 - 1, epochs=3)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.25)

@@ -1,0 +1,53 @@
+import pytest
+import torch
+from torch import nn
+
+from shortgan.networks import MinibatchStdDev, ShortGANDiscriminator, ShortGANGenerator
+
+
+def _has_spectral_norm(module: nn.Module) -> bool:
+    return any(hasattr(m, "parametrizations") and "weight" in m.parametrizations for m in module.modules())
+
+
+def test_generator_maps_noise_to_images_in_tanh_range():
+    g = ShortGANGenerator()
+    x = g(torch.randn(8, 128))
+    assert x.shape == (8, 1, 28, 28)
+    assert x.min() >= -1 and x.max() <= 1
+
+
+def test_generator_follows_the_recipe_layout():
+    """Linear → 1×16×16 map → Conv2d+BatchNorm2d → ConvTranspose2d → Linear, with spectral norm."""
+    g = ShortGANGenerator(spectral_norm=True)
+    kinds = [type(m) for m in g.modules()]
+    assert nn.Conv2d in kinds and nn.BatchNorm2d in kinds and nn.ConvTranspose2d in kinds
+    assert g.project.in_features == 128 and g.project.out_features == 256
+    assert g.convs[0].in_channels == 1  # the single-channel 16×16 map
+    assert _has_spectral_norm(g)
+    assert not _has_spectral_norm(ShortGANGenerator(spectral_norm=False))
+
+
+def test_generator_rejects_a_non_square_hidden_size():
+    with pytest.raises(ValueError, match="perfect square"):
+        ShortGANGenerator(hidden_dim=200)
+
+
+@pytest.mark.parametrize("minibatch_std", [True, False])
+def test_discriminator_returns_one_logit_per_image_with_spectral_norm(minibatch_std):
+    d = ShortGANDiscriminator(minibatch_std=minibatch_std)
+    logits = d(torch.randn(5, 1, 28, 28))
+    assert logits.shape == (5,)
+    assert _has_spectral_norm(d)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in d.modules())
+
+
+def test_minibatch_std_is_zero_for_identical_images_and_positive_otherwise():
+    same = torch.ones(4, 3, 5, 5)
+    assert MinibatchStdDev()(same)[:, -1].abs().max() == 0
+    assert MinibatchStdDev()(torch.randn(4, 3, 5, 5))[:, -1].min() > 0
+
+
+def test_generator_output_depends_on_the_noise():
+    g = ShortGANGenerator().eval()
+    x = g(torch.randn(16, 128))
+    assert torch.cdist(x.flatten(1), x.flatten(1)).fill_diagonal_(1).min() > 0
