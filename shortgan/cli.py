@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -42,19 +42,22 @@ class ShortGANCLI(LightningCLI):
             "--samples_dir", type=Optional[str], default=None,
             help="predict: folder for samples.pt, grid.png and images/ (default: <run folder>/predictions).",
         )  # fmt: skip
+        # Two checkpoint callbacks: last.ckpt after every epoch (for resume), and a kept copy every
+        # 10 epochs. One callback cannot do both: its last.ckpt is written only on its own schedule.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "periodic_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
-                "checkpoint.every_n_epochs": 10,
-                "checkpoint.save_top_k": -1,
-                "checkpoint.filename": "epoch={epoch:04d}",
-                "checkpoint.auto_insert_metric_name": False,
+                "checkpoint.save_top_k": 0,
+                "periodic_checkpoint.every_n_epochs": 10,
+                "periodic_checkpoint.save_top_k": -1,
+                "periodic_checkpoint.filename": "epoch={epoch:04d}",
+                "periodic_checkpoint.auto_insert_metric_name": False,
                 "trainer.default_root_dir": "runs",
             }
         )
         parser.add_lightning_class_args(SampleGrids, "sample_grids")
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand]

@@ -168,6 +168,11 @@ class GAN(GeneratorSystem):
         )  # fmt: skip
 
     def on_train_epoch_end(self) -> None:
+        opt_g, opt_d, opt_pre = self.optimizers()
+        self.log_dict(
+            {"lr/generator": opt_g.param_groups[0]["lr"], "lr/discriminator": opt_d.param_groups[0]["lr"],
+             "lr/pretrain": opt_pre.param_groups[0]["lr"]}
+        )  # fmt: skip
         # Manual optimisation: Lightning does not step schedulers, and pretraining epochs don't count.
         if self.pretraining:
             return

@@ -1,0 +1,120 @@
+"""End-to-end runs through the CLI on the offline MNIST sample."""
+
+import glob
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from shortgan.cli import cli_main
+
+QUICK = ["--config", "configs/quickstart.yaml", "--trainer.limit_train_batches", "6", "--trainer.log_every_n_steps", "1",
+         "--trainer.enable_progress_bar", "false"]  # fmt: skip
+
+
+def fit(root: Path, *extra: str) -> None:
+    cli_main(["fit", *QUICK, "--trainer.default_root_dir", str(root), *extra])
+
+
+def scalars(run: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def adam_step_counts(ckpt: dict) -> list[int]:
+    return [int(next(iter(opt["state"].values()))["step"]) if opt["state"] else 0 for opt in ckpt["optimizer_states"]]
+
+
+def test_every_config_parses(capsys):
+    for config in sorted(glob.glob("configs/*.yaml")):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(["fit", "--config", config, "--print_config"])
+        assert exit_.value.code == 0, config
+        assert "class_path" in capsys.readouterr().out, config
+
+
+def test_help_shows_the_docstrings(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--model.help", "shortgan.GAN"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "G updates per D update" in out and "one-sided label smoothing" in out
+
+
+@pytest.mark.slow
+def test_fit_then_resume_then_predict(tmp_path):
+    fit(tmp_path, "--trainer.max_epochs", "2", "--model.init_args.pretrain_epochs", "1")
+    run = tmp_path / "quickstart" / "version_0"
+    ckpt_path = run / "checkpoints" / "last.ckpt"
+    first = torch.load(ckpt_path, weights_only=True)
+    # 6 pretraining steps, then 6 batches × (1 D step + 2 G steps).
+    assert adam_step_counts(first) == [12, 6, 6]
+
+    acc = scalars(run)
+    tags = acc.Tags()["scalars"]
+    for tag in ("train/d_loss", "train/g_loss", "train/pretrain_loss", "train/d_real", "train/d_fake"):
+        assert tag in tags, tag
+    assert {"lr/generator", "lr/discriminator", "lr/pretrain"} <= set(tags)
+    assert [e.step for e in acc.Images("samples/fixed_noise")] == [0, 1]
+    for name in ("epoch_0000.png", "epoch_0001.png", "final.png", "timeline.png"):
+        assert (run / "samples" / name).stat().st_size > 1000, name
+    assert (run / "config.yaml").exists() and (run / "hparams.yaml").exists()
+
+    # Resume the latest run of this config: same folder, next epoch, optimizer states carried on.
+    fit(tmp_path, "--trainer.max_epochs", "3", "--model.init_args.pretrain_epochs", "1", "--ckpt_path", "last")
+    assert sorted(p.name for p in (tmp_path / "quickstart").iterdir()) == ["version_0"]
+    second = torch.load(ckpt_path, weights_only=True)
+    assert second["epoch"] == first["epoch"] + 1
+    assert adam_step_counts(second) == [24, 12, 6]
+    assert torch.equal(second["state_dict"]["fixed_noise"], first["state_dict"]["fixed_noise"])
+    assert (run / "samples" / "epoch_0002.png").exists()
+    steps = [e.step for e in scalars(run).Scalars("train/d_loss")]
+    # Curves continue: TensorBoard's x-axis counts batches (3 epochs × 6), not restarting at 0.
+    assert steps == sorted(steps) and steps[-1] == 17
+
+    out = tmp_path / "samples"
+    cli_main(["predict", "--config", "configs/quickstart.yaml", "--ckpt_path", str(ckpt_path),
+              "--data.num_samples", "10", "--samples_dir", str(out), "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    samples = torch.load(out / "samples.pt", weights_only=True)
+    assert samples.shape == (10, 1, 28, 28) and samples.dtype == torch.float32
+    assert samples.min() >= -1 and samples.max() <= 1 and samples.std() > 0.1
+    assert (out / "grid.png").exists() and len(list((out / "images").glob("*.png"))) == 10
+
+
+@pytest.mark.slow
+def test_standalone_pretraining_feeds_the_gan(tmp_path):
+    cli_main(["fit", "--config", "configs/pretrain_quickstart.yaml", "--trainer.max_epochs", "1",
+              "--trainer.limit_train_batches", "4", "--trainer.default_root_dir", str(tmp_path),
+              "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    pre = tmp_path / "pretrain_quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    assert pre.exists()
+    fit(tmp_path, "--trainer.max_epochs", "1", "--model.init_args.pretrain_epochs", "0",
+        "--model.init_args.pretrained_generator", str(pre))  # fmt: skip
+    gan = torch.load(tmp_path / "quickstart" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert adam_step_counts(gan) == [12, 6, 0]
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "main.py", *args], capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_user_errors_end_in_one_line_without_traceback(tmp_path):
+    missing = run_main("fit", *QUICK, "--data.dataset", "mnist", "--data.data_dir", str(tmp_path),
+                       "--data.download", "false", "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
+    assert missing.returncode == 2
+    assert "Traceback" not in missing.stderr
+    assert f"{tmp_path}/MNIST/raw/" in missing.stderr and "t10k-labels-idx1-ubyte.gz" in missing.stderr
+
+    no_run = run_main("fit", *QUICK, "--ckpt_path", "last", "--trainer.default_root_dir", str(tmp_path))
+    assert no_run.returncode == 2 and "no run of 'quickstart'" in no_run.stderr and "Traceback" not in no_run.stderr
+
+    wrong = tmp_path / "classifier.ckpt"
+    torch.save({"state_dict": {"network.weight": torch.zeros(1)}, "epoch": 0, "global_step": 0,
+                "pytorch-lightning_version": "2.6.6"}, wrong)  # fmt: skip
+    other_model = run_main("predict", "--config", "configs/quickstart.yaml", "--ckpt_path", str(wrong),
+                           "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
+    assert other_model.returncode == 2 and "was not written by a GAN" in other_model.stderr
