@@ -11,6 +11,8 @@ p = argparse.ArgumentParser()
 p.add_argument("--pretrain", default="none")
 p.add_argument("--pretrain_s", type=float, default=20)
 p.add_argument("--adv_s", type=float, default=120)
+p.add_argument("--pretrain_its", type=int, default=0)
+p.add_argument("--adv_its", type=int, default=0)
 p.add_argument("--g_sn", type=int, default=1)
 p.add_argument("--d_mbstd", type=int, default=1)
 p.add_argument("--d_sn", type=int, default=1)
@@ -74,7 +76,7 @@ results = []
 if a.pretrain != "none":
     opt = torch.optim.Adam(G.parameters(), a.pre_lr, betas=(0.5, 0.999))
     t0 = time.time(); it = 0
-    while time.time() - t0 < a.pretrain_s:
+    while (it < a.pretrain_its) if a.pretrain_its else (time.time() - t0 < a.pretrain_s):
         idx = torch.randint(len(xtr), (a.bs,)); real = xtr[idx]
         if a.pretrain == "random":
             fake = G(torch.randn(a.bs, 128)); loss = F.smooth_l1_loss(fake, real)
@@ -92,7 +94,9 @@ if a.pretrain != "none":
 og = torch.optim.Adam(G.parameters(), a.lr_g, betas=(0.5, 0.999))
 od = torch.optim.Adam(D.parameters(), a.lr_d, betas=(0.5, 0.999))
 t0 = time.time(); it = 0; next_eval = 30
-while time.time() - t0 < a.adv_s:
+next_eval_it = 300
+done = lambda: (it >= a.adv_its) if a.adv_its else (time.time() - t0 > a.adv_s)
+while not done():
     perm = torch.randperm(len(xtr))
     for i in range(0, len(xtr) - a.bs + 1, a.bs):
         real = xtr[perm[i:i+a.bs]]
@@ -114,8 +118,9 @@ while time.time() - t0 < a.adv_s:
         for p_ in D.parameters(): p_.requires_grad_(True)
         it += 1
         el = time.time() - t0
-        if el > next_eval:
+        if (a.adv_its and it >= next_eval_it) or (not a.adv_its and el > next_eval):
+            next_eval_it += 300
             r = evaluate(f"{int(next_eval)}s"); r.update(it=it, its=round(it/el, 1), dl=round(dl.item(), 3), gl=round(gl.item(), 3)); print(r, flush=True); results.append(r); next_eval += 30
-        if el > a.adv_s: break
+        if done(): break
 r = evaluate("end"); r.update(it=it, its=round(it / (time.time()-t0), 1)); print(r); results.append(r)
 json.dump(dict(args=vars(a), results=results), open(f"/tmp/exp_{a.name}.json", "w"))
