@@ -21,8 +21,8 @@ class Classifier(L.LightningModule):
     def __init__(self, network: nn.Module, optimizer: OptimizerCallable = torch.optim.Adam) -> None:
         super().__init__()
         # Under the CLI, hparams record the network's class_path and init_args, which is what lets
-        # `Classifier.load_from_checkpoint` rebuild the network.
-        self.save_hyperparameters(ignore=["network", "optimizer"])
+        # `Classifier.load_from_checkpoint` (and so `GAN(classifier_checkpoint=...)`) rebuild it.
+        self.save_hyperparameters(ignore=["optimizer"])
         self.network = network
         self.optimizer_factory = optimizer
 
