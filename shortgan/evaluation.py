@@ -2,6 +2,7 @@
 classifier, and the standard Inception FID. torchmetrics keeps the state and syncs it across processes."""
 
 import socket
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -86,7 +87,10 @@ def load_classifier(path: str) -> nn.Module:
     if not Path(path).is_file():
         raise UserError(f"model.classifier_checkpoint: no file at {path}")
     try:
-        return Classifier.load_from_checkpoint(path, map_location="cpu").network
+        with warnings.catch_warnings():
+            # Rebuilding passes the network object to save_hyperparameters, which warns about it.
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
+            return Classifier.load_from_checkpoint(path, map_location="cpu").network
     except Exception as err:
         raise UserError(
             f"model.classifier_checkpoint: {path} is not a Classifier checkpoint written by "
