@@ -46,6 +46,8 @@ class SampleGrids(Callback):
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not hasattr(pl_module, "fixed_samples"):  # a Classifier run: nothing to draw
+            return
         epoch = trainer.current_epoch
         last = epoch + 1 >= (trainer.max_epochs or 0)
         if (epoch + 1) % self.every_n_epochs and not last:
@@ -61,6 +63,8 @@ class SampleGrids(Callback):
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not hasattr(pl_module, "fixed_samples"):
+            return
         folder = self.folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         save_image(_grid(pl_module.fixed_samples()), folder / "final.png")

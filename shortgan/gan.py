@@ -1,5 +1,6 @@
 """The adversarial system: pretraining epochs, then one D step and `g_steps` G steps per batch."""
 
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -9,6 +10,7 @@ from torch import nn
 
 from shortgan import losses
 from shortgan.errors import UserError
+from shortgan.evaluation import SampleQuality
 from shortgan.generator_system import GeneratorSystem
 from shortgan.pretraining import Pairing, pretraining_loss
 
@@ -43,6 +45,13 @@ class GAN(GeneratorSystem):
             start a fresh run.
         num_fixed_samples: images in the fixed-noise grid logged each epoch.
         fixed_noise_seed: seed of the fixed noise.
+        classifier_checkpoint: a `Classifier` checkpoint (configs/classifier_*.yaml) for the domain
+            metrics: val/domain_fid, coverage, class_kl, classifier_score, precision, recall.
+        eval_every_n_epochs: compute the quality metrics every this many epochs (and at the last one).
+        num_eval_samples: real test images, and as many generated ones, per evaluation (at most the
+            test split); 10,000 for final numbers.
+        inception_fid: also compute the standard InceptionV3 FID as val/fid (slow on a CPU).
+        inception_weights: torch-fidelity's InceptionV3 weights file, for machines without internet.
     """
 
     def __init__(
@@ -65,6 +74,11 @@ class GAN(GeneratorSystem):
         pretrained_generator: Optional[str] = None,
         num_fixed_samples: int = 64,
         fixed_noise_seed: int = 0,
+        classifier_checkpoint: Optional[str] = None,
+        eval_every_n_epochs: int = 5,
+        num_eval_samples: int = 2000,
+        inception_fid: bool = False,
+        inception_weights: Optional[str] = None,
     ) -> None:
         super().__init__(generator, num_fixed_samples, fixed_noise_seed)
         if g_steps < 1:
@@ -89,6 +103,9 @@ class GAN(GeneratorSystem):
             g_sched=generator_scheduler, d_sched=discriminator_scheduler,
         )  # fmt: skip
         self.automatic_optimization = False
+        if eval_every_n_epochs < 1 or num_eval_samples < 2:
+            raise UserError("model.eval_every_n_epochs must be >= 1 and model.num_eval_samples >= 2")
+        self.quality = SampleQuality(classifier_checkpoint, inception_fid, inception_weights)
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -179,6 +196,58 @@ class GAN(GeneratorSystem):
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
             scheduler.step()
+
+    # ---- validation: sample quality ---------------------------------------------------------
+    # Every `eval_every_n_epochs`, the test split's real images and as many generated ones feed
+    # `self.quality` (shortgan/evaluation.py); the other validation epochs cost one loop over the
+    # in-memory loader. `validate` and `test` always evaluate.
+
+    def _evaluating(self) -> bool:
+        if not self.quality or self.trainer.sanity_checking:
+            return False
+        if self.trainer.state.fn != "fit":
+            return True
+        epoch = self.current_epoch + 1
+        return epoch % self.hparams.eval_every_n_epochs == 0 or epoch == self.trainer.max_epochs
+
+    def _start_evaluation(self, split: str) -> None:
+        self._evaluate = self._evaluating()
+        if self._evaluate:
+            self.quality.start(split, self.device)
+            self._eval_left = math.ceil(self.hparams.num_eval_samples / self.trainer.world_size)
+            # The same noise every evaluation: curves show the generator changing, not the draw.
+            self._eval_rng = torch.Generator(device=self.device).manual_seed(self.global_rank)
+
+    def _evaluation_step(self, real: torch.Tensor) -> None:
+        real = real[: self._eval_left] if self._evaluate else real[:0]
+        if len(real) == 0:
+            return
+        self._eval_left -= len(real)
+        z = torch.randn(len(real), self.generator.latent_dim, device=self.device, generator=self._eval_rng)
+        self.quality.update(real, self.sample(z))
+
+    def _end_evaluation(self, split: str) -> None:
+        if self._evaluate:
+            # compute() already gathered every process's samples: sync_dist averages equal values.
+            self.log_dict({f"{split}/{k}": v for k, v in self.quality.compute().items()}, sync_dist=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation("val")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch[0])
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_evaluation("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation("test")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch[0])
+
+    def on_test_epoch_end(self) -> None:
+        self._end_evaluation("test")
 
     # ---- checkpoints -------------------------------------------------------------------------
 

@@ -1,0 +1,204 @@
+"""Sample-quality metrics accumulated over validation batches: domain metrics from a trained
+classifier, and the standard Inception FID. torchmetrics keeps the state and syncs it across processes."""
+
+import socket
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+from torchmetrics import Metric
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.utilities import dim_zero_cat
+
+from shortgan import metrics
+from shortgan.errors import UserError
+
+# What torchmetrics (through torch-fidelity) downloads when no weights path is given.
+INCEPTION_WEIGHTS_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
+
+
+class DomainQuality(Metric):
+    """Judges generated images with a classifier trained on the same dataset.
+
+    `update(images, real)` stores the classifier's penultimate features and logits; `compute()`
+    returns `domain_fid` (Fréchet distance of the features), `coverage` (classes holding ≥ 1% of the
+    generated images), `class_kl` (KL of the generated class histogram from the real one),
+    `classifier_score` (Inception Score with this classifier), and `precision` / `recall`
+    (k-nearest-neighbour manifolds in feature space, Kynkäänniemi et al. 2019).
+
+    Args:
+        classifier: a trained network with `features(x)` → (B, D) and `head(features)` → logits
+            (`shortgan.networks.DigitClassifier`); it is frozen here.
+        k: neighbours defining the manifolds for precision and recall.
+        reset_real_features: also forget the real images on `reset()`. Off by default: the test split
+            does not change between validation epochs, so its features are computed once.
+    """
+
+    full_state_update = False
+
+    def __init__(self, classifier: nn.Module, k: int = 3, reset_real_features: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.k = k
+        self.reset_real_features = reset_real_features
+        # List states concatenated across processes: precision/recall needs every feature vector.
+        for name in ("real_features", "real_logits", "fake_features", "fake_logits"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    @torch.no_grad()
+    def update(self, images: torch.Tensor, real: bool) -> None:
+        features = self.classifier.features(images)  # (B, D)
+        logits = self.classifier.head(features)  # (B, num_classes)
+        side = "real" if real else "fake"
+        getattr(self, f"{side}_features").append(features.float())
+        getattr(self, f"{side}_logits").append(logits.float())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        real_f, real_l, fake_f, fake_l = (
+            dim_zero_cat(s) for s in (self.real_features, self.real_logits, self.fake_features, self.fake_logits)
+        )
+        num_classes = real_l.size(1)
+        precision, recall = metrics.precision_recall(real_f, fake_f, self.k)
+        return {
+            "domain_fid": metrics.frechet_distance(real_f, fake_f),
+            "coverage": torch.tensor(float(metrics.class_coverage(fake_l, num_classes))),
+            "class_kl": metrics.class_kl(fake_l, real_l, num_classes),
+            "classifier_score": metrics.classifier_score(fake_l),
+            "precision": precision,
+            "recall": recall,
+        }
+
+    def reset(self) -> None:
+        real = (list(self.real_features), list(self.real_logits))  # Metric.reset() clears lists in place
+        super().reset()
+        if not self.reset_real_features:
+            self.real_features, self.real_logits = real
+
+
+def load_classifier(path: str) -> nn.Module:
+    """The network of a `Classifier` checkpoint trained through the CLI (its hparams rebuild the network)."""
+    from shortgan.classifier import Classifier  # here, not at the top: classifier.py is a LightningModule
+
+    if not Path(path).is_file():
+        raise UserError(f"model.classifier_checkpoint: no file at {path}")
+    try:
+        with warnings.catch_warnings():
+            # Rebuilding passes the network object to save_hyperparameters, which warns about it.
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
+            return Classifier.load_from_checkpoint(path, map_location="cpu").network
+    except Exception as err:
+        raise UserError(
+            f"model.classifier_checkpoint: {path} is not a Classifier checkpoint written by "
+            f"`python main.py fit --config configs/classifier_<dataset>.yaml` ({type(err).__name__}: {err})"
+        ) from err
+
+
+def inception_fid_metric(weights: Optional[str] = None, feature: Optional[nn.Module] = None) -> Optional[Metric]:
+    """torchmetrics' Inception FID that keeps the real statistics across resets, or None after one
+    warning that says how to provide the weights.
+
+    Resizing to 299×299 uses `antialias=False`: torch-fidelity's TensorFlow-compatible bilinear
+    resize, as in the original FID code, so scores compare with FIDs computed that way.
+
+    Args:
+        weights: torch-fidelity's InceptionV3 weights file; None downloads them if there is internet.
+        feature: a network to use instead of InceptionV3 (images (B, 3, 28, 28) in [0, 1] → (B, D)).
+    """
+    if feature is not None:
+        return FrechetInceptionDistance(feature, reset_real_features=False, normalize=True, input_img_size=(3, 28, 28))
+    if weights is not None and not Path(weights).is_file():
+        raise UserError(f"model.inception_weights: no file at {weights}")
+    how = (
+        f"download {INCEPTION_WEIGHTS_URL} on a machine with internet, `pip install torch-fidelity`, and pass "
+        f"--model.init_args.inception_weights <file>"
+    )
+    previous = socket.getdefaulttimeout()
+    # torch.hub downloads without a timeout: behind a firewall that drops packets the run would hang.
+    socket.setdefaulttimeout(20)
+    try:
+        return FrechetInceptionDistance(
+            2048, reset_real_features=False, normalize=True, antialias=False, feature_extractor_weights_path=weights
+        )
+    except Exception as err:
+        if weights is not None:
+            raise UserError(f"model.inception_weights: cannot load {weights} ({type(err).__name__}: {err}); {how}")
+        rank_zero_warn(f"val/fid is off: InceptionV3 is unavailable ({type(err).__name__}: {err}). To get it, {how}.")
+        return None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def to_inception_range(images: torch.Tensor) -> torch.Tensor:
+    """Generator images (B, 1, H, W) in [-1, 1] → (B, 3, H, W) in [0, 1], as Inception FID expects."""
+    return ((images + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1)
+
+
+class SampleQuality:
+    """The metrics a generator system logs at validation and test.
+
+    `DomainQuality` when a classifier checkpoint is given, Inception FID when asked for. Real-image
+    statistics are computed on the first evaluation of a split and reused on later ones. A plain
+    object, not an `nn.Module`: the frozen networks stay out of the system's checkpoints and summary.
+
+    Args:
+        classifier_checkpoint: a `Classifier` checkpoint; None turns the domain metrics off.
+        inception_fid: compute the standard Inception FID too.
+        inception_weights: InceptionV3 weights file for it (see `inception_fid_metric`).
+        inception_feature: a stand-in network for InceptionV3 (tests).
+    """
+
+    def __init__(
+        self,
+        classifier_checkpoint: Optional[str] = None,
+        inception_fid: bool = False,
+        inception_weights: Optional[str] = None,
+        inception_feature: Optional[nn.Module] = None,
+    ) -> None:
+        self.metrics: dict[str, Metric] = {}
+        if classifier_checkpoint:
+            self.metrics["domain"] = DomainQuality(load_classifier(classifier_checkpoint))
+        else:
+            rank_zero_info(
+                "Domain metrics (val/domain_fid, coverage, precision/recall…) are off: train a classifier with "
+                "configs/classifier_<dataset>.yaml and pass --model.init_args.classifier_checkpoint <best.ckpt>."
+            )
+        if inception_fid:
+            fid = inception_fid_metric(inception_weights, inception_feature)
+            if fid is not None:
+                self.metrics["fid"] = fid
+        self.real_split: Optional[str] = None  # whose real statistics the metrics hold
+        self.collect_real = True
+
+    def __bool__(self) -> bool:
+        return bool(self.metrics)
+
+    def start(self, split: str, device: torch.device) -> None:
+        """Begin an evaluation on `split`; real images are collected only the first time."""
+        self.collect_real = split != self.real_split
+        for metric in self.metrics.values():
+            metric.to(device)
+            keep = metric.reset_real_features
+            metric.reset_real_features = self.collect_real
+            metric.reset()
+            metric.reset_real_features = keep
+        self.real_split = split
+
+    def update(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        for name, metric in self.metrics.items():
+            prepare = to_inception_range if name == "fid" else (lambda x: x)
+            if self.collect_real:
+                metric.update(prepare(real), real=True)
+            metric.update(prepare(fake), real=False)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out = {}
+        if "domain" in self.metrics:
+            out.update(self.metrics["domain"].compute())
+        if "fid" in self.metrics:
+            out["fid"] = self.metrics["fid"].compute()
+        return out
