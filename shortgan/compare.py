@@ -219,11 +219,16 @@ def main(args: Optional[list[str]] = None) -> None:
     parser.add_argument("--points", type=int, default=5, help="Evaluations per recipe after the one at 0 s.")
     parser.add_argument("--num_samples", type=int, default=1000, help="Generated (and real) images per evaluation.")
     parser.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu or auto, for every recipe.")
+    parser.add_argument("--threads", type=Optional[int], default=None,
+                        help="CPU threads for torch (default: torch's choice). Use 1 on a busy CPU: OpenMP threads "
+                             "waiting on a descheduled sibling can make every step many times slower.")  # fmt: skip
     cfg = parser.parse_args(args)
     if cfg.seconds <= 0 or cfg.points < 1 or cfg.num_samples < 10:
         parser.error("--seconds must be > 0, --points >= 1 and --num_samples >= 10")
     command = "python -m shortgan.compare " + " ".join(sys.argv[1:] if args is None else args)
     torch.set_float32_matmul_precision("high")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     try:
         compare(cfg.configs, cfg.seconds, cfg.classifier, Path(cfg.out), cfg.dataset, cfg.data_dir, cfg.points,
                 cfg.num_samples, cfg.accelerator, command)  # fmt: skip
