@@ -47,7 +47,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as root:
             cli = ShortGANCLI(
                 args=["fit", "--config", config, "--data.init_args.dataset", "mnist_sample",
-                      "--model.init_args.pretrain_epochs", "0", "--trainer.limit_train_batches", str(args.batches + args.warmup),
+                      "--model.init_args.pretrain_epochs", "0",
+                      "--trainer.limit_train_batches", str(args.batches + args.warmup),
                       "--trainer.max_epochs", "1", "--trainer.accelerator", args.accelerator,
                       "--trainer.default_root_dir", root, "--trainer.enable_progress_bar", "false",
                       "--trainer.enable_model_summary", "false"],

@@ -40,7 +40,9 @@ def load_classifier(path: str) -> DigitClassifier:
     if "state_dict" in state:
         state = {k[len("network.") :]: v for k, v in state["state_dict"].items() if k.startswith("network.")}
     if "body.0.weight" not in state or "head.1.weight" not in state:
-        raise UserError(f"--classifier: {path} holds no DigitClassifier weights (a state_dict or a `network.` checkpoint)")
+        raise UserError(
+            f"--classifier: {path} holds no DigitClassifier weights (a state_dict or a `network.` checkpoint)"
+        )
     num_classes, feature_dim = state["head.1.weight"].shape
     classifier = DigitClassifier(num_classes, channels=state["body.0.weight"].size(0), feature_dim=feature_dim)
     classifier.load_state_dict(state)
@@ -48,7 +50,9 @@ def load_classifier(path: str) -> DigitClassifier:
 
 
 @torch.no_grad()
-def judge(classifier: DigitClassifier, images: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+def judge(
+    classifier: DigitClassifier, images: torch.Tensor, batch_size: int = 500
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The classifier's features (N, F) and logits (N, K) of images in [-1, 1], on the CPU."""
     features = torch.cat([classifier.features(x) for x in images.split(batch_size)])
     return features.cpu(), classifier.head(features).cpu()
@@ -117,14 +121,17 @@ class TimedEvaluation(L.Callback):
             trainer.should_stop = True
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, seconds: float) -> None:
-        z = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=torch.Generator().manual_seed(self.seed))
+        seeded = torch.Generator().manual_seed(self.seed)
+        z = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=seeded)
         fake = torch.cat([pl_module.sample(chunk.to(pl_module.device)) for chunk in z.split(500)])
         row = {"seconds": round(seconds, 2), "epoch": trainer.current_epoch, "batches": self.batches}
         row.update(sample_quality(judge(self.classifier, fake), self.real, self.real[1].size(1)))
         self.rows.append(row)
 
 
-def train_recipe(config: str, name: str, evaluation: TimedEvaluation, dataset: str, out: Path, accelerator: str) -> L.LightningModule:
+def train_recipe(
+    config: str, name: str, evaluation: TimedEvaluation, dataset: str, out: Path, accelerator: str
+) -> L.LightningModule:
     """Fit one config under the evaluation's clock; returns the trained model."""
     args = [
         "fit", "--config", config, "--run_name", name, "--data.init_args.dataset", dataset,
@@ -160,7 +167,8 @@ def write_report(results: dict[str, dict], out: Path, command: str) -> None:
 
     lines = [
         f"Command: `{command}`", "",
-        "| recipe | config | epochs | batches/s | FID ↓ | precision ↑ | recall ↑ | classes covered | class KL ↓ | classifier score ↑ |",
+        "| recipe | config | epochs | batches/s | FID ↓ | precision ↑ | recall ↑ | classes covered | class KL ↓ "
+        "| classifier score ↑ |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     for name, result in results.items():
@@ -212,7 +220,7 @@ def main(args: Optional[list[str]] = None) -> None:
     parser.add_argument("--configs", nargs="+", type=str, required=True, help="Recipe YAMLs to train.")
     parser.add_argument("--seconds", type=float, default=300.0, help="Training seconds per recipe.")
     parser.add_argument("--classifier", type=str, required=True,
-                        help="DigitClassifier state_dict, or a classifier checkpoint with `network.` weights.")  # fmt: skip
+                        help="DigitClassifier state_dict, or a checkpoint with `network.` weights.")  # fmt: skip
     parser.add_argument("--out", type=str, default="comparison", help="Folder for the report.")
     parser.add_argument("--dataset", type=DatasetName, default="mnist_sample", help="Dataset every recipe trains on.")
     parser.add_argument("--data_dir", type=str, default="data", help="Where torchvision datasets live.")

@@ -99,7 +99,7 @@ def explore(
 def main(args: Optional[list[str]] = None) -> None:
     parser = ArgumentParser(prog="python -m shortgan.explore", description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", type=str, required=True, help="GAN or GeneratorPretrainer checkpoint.")
-    parser.add_argument("--config", type=Optional[str], default=None, help="The run's YAML (default: <run>/config.yaml).")
+    parser.add_argument("--config", type=Optional[str], default=None, help="The run's YAML (default: <run>/config.yaml)")
     parser.add_argument("--mode", type=Mode, default="interpolate", help="samples | interpolate | plane.")
     parser.add_argument("--out", type=str, default="explore", help="Folder for the PNG.")
     parser.add_argument("--steps", type=int, default=9, help="Images per interpolation; plane is steps×steps.")

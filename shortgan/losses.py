@@ -64,7 +64,9 @@ def generator_wasserstein(fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
 
 
-def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
     """WGAN-GP's E[(‖∇D(x̂)‖ − 1)²] at random points x̂ on lines between real and fake images.
 
     Zero for a critic whose gradient has unit norm everywhere (a 1-Lipschitz critic that is tight).

@@ -92,7 +92,8 @@ def test_compare_writes_table_plot_and_sample_grids(digit_classifier, tmp_path):
     for name in ("mlp_gan", "mlp_bn_gan"):
         rows = results[name]["rows"]
         assert rows[0]["seconds"] == 0 and rows[-1]["seconds"] >= 3 and rows[-1]["batches"] > 0
-        grid = decode_png(torch.frombuffer(bytearray((tmp_path / "samples" / f"{name}.png").read_bytes()), dtype=torch.uint8))
+        png = (tmp_path / "samples" / f"{name}.png").read_bytes()
+        grid = decode_png(torch.frombuffer(bytearray(png), dtype=torch.uint8))
         assert grid.shape[1:] == (242, 242)  # 8×8 cells of 28 px + 2 px padding
         assert (tmp_path / "runs" / name / "version_0" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "fid_vs_time.png").stat().st_size > 10_000

@@ -53,7 +53,8 @@ def test_generator_maps_noise_to_images_in_range_and_discriminator_to_logits(nam
 
 def test_mlp_batchnorm_uses_default_eps():
     """The tutorial's BatchNorm1d(n, 0.8) sets eps=0.8 by accident; ours keeps the default."""
-    bns = [m for m in MLPGenerator(batch_norm=True, hidden_dims=(8, 8, 8)).modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    generator = MLPGenerator(batch_norm=True, hidden_dims=(8, 8, 8))
+    bns = [m for m in generator.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     assert len(bns) == 2 and all(bn.eps == 1e-5 and bn.momentum == 0.1 for bn in bns)
 
 
@@ -62,7 +63,8 @@ def test_mlp_batchnorm_uses_default_eps():
 
 def tiny_gan(**kwargs) -> GAN:
     kwargs.setdefault("instance_noise", 0.0)
-    return GAN(MLPGenerator(latent_dim=8, hidden_dims=(16,)), DCGANDiscriminator(channels=4), num_fixed_samples=4, **kwargs)
+    generator = MLPGenerator(latent_dim=8, hidden_dims=(16,))
+    return GAN(generator, DCGANDiscriminator(channels=4), num_fixed_samples=4, **kwargs)
 
 
 def fit(model: GAN, tmp_path, batches: int = 2, epochs: int = 1, callbacks=()) -> L.Trainer:

@@ -24,8 +24,10 @@ class MPGANGenerator(nn.Module):
         self.image_shape = (1, 28, 28)
         c = channels
         self.project = nn.Sequential(
-            nn.Linear(latent_dim, 4 * c * 7 * 7, bias=False), nn.BatchNorm1d(4 * c * 7 * 7), nn.LeakyReLU(0.2, inplace=True)
-        )  # fmt: skip
+            nn.Linear(latent_dim, 4 * c * 7 * 7, bias=False),
+            nn.BatchNorm1d(4 * c * 7 * 7),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
         self.upsample = nn.Sequential(
             nn.ConvTranspose2d(4 * c, 2 * c, 4, 2, 1, bias=False),  # (B, 2C, 14, 14)
             nn.BatchNorm2d(2 * c),
