@@ -1,8 +1,9 @@
-"""The adversarial system: pretraining epochs, then one D step and `g_steps` G steps per batch."""
+"""The adversarial system: pretraining epochs, then per batch one D step and (every `n_critic` batches)
+`g_steps` G steps, with the loss chosen by name."""
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -14,15 +15,33 @@ from shortgan.evaluation import SampleQuality
 from shortgan.generator_system import GeneratorSystem
 from shortgan.pretraining import Pairing, pretraining_loss
 
+Loss = Literal["bce", "minimax", "lsgan", "wgan", "wgan_gp", "hinge"]
+# bce and minimax share D's BCE (with label smoothing); the others take no targets.
+_DISCRIMINATOR_LOSSES = {
+    "lsgan": losses.discriminator_lsgan,
+    "wgan": losses.discriminator_wasserstein,
+    "wgan_gp": losses.discriminator_wasserstein,
+    "hinge": losses.discriminator_hinge,
+}
+_GENERATOR_LOSSES = {
+    "bce": losses.generator_nonsaturating,
+    "minimax": losses.generator_minimax,
+    "lsgan": losses.generator_lsgan,
+    "wgan": losses.generator_wasserstein,
+    "wgan_gp": losses.generator_wasserstein,
+    "hinge": losses.generator_hinge,
+}
+
 
 class GAN(GeneratorSystem):
     """A generator and a discriminator trained with manual optimisation.
 
-    Each batch of an adversarial epoch: (1) one D step on real images plus Gaussian noise (target
-    `real_label`) and fakes (target `fake_label`), then (2) `g_steps` G steps on fresh noise, each
-    asking D to call the fakes real. The first `pretrain_epochs` epochs instead train G alone with
-    Smooth-L1 pretraining, so a single `fit` runs the whole recipe. A `step` in Lightning's counters
-    is one optimizer step: an adversarial batch makes 1 + g_steps of them.
+    Each batch of an adversarial epoch: (1) one D step on real images plus Gaussian noise and fakes,
+    then, on every `n_critic`-th batch, (2) `g_steps` G steps on fresh noise, each asking D to call
+    the fakes real. `loss` picks the pair of D and G losses. The first `pretrain_epochs` epochs
+    instead train G alone with Smooth-L1 pretraining, so a single `fit` runs the whole recipe. A
+    `step` in Lightning's counters is one optimizer step: an adversarial batch makes 1 + g_steps
+    of them (1 on batches without a G update).
 
     Args:
         generator: noise (B, latent_dim) → images in [-1, 1]; its `latent_dim` sets the noise size.
@@ -32,9 +51,17 @@ class GAN(GeneratorSystem):
         pretrain_optimizer: optimizer factory for G's pretraining steps.
         generator_scheduler: optional LR scheduler for G, stepped once per adversarial epoch.
         discriminator_scheduler: optional LR scheduler for D, stepped once per adversarial epoch.
-        g_steps: G updates per D update.
-        real_label: D's target for real images (0.9 = one-sided label smoothing).
-        fake_label: D's target for generated images.
+        loss: `bce` (non-saturating), `minimax` (the original log(1 − D(G(z)))), `lsgan` (least
+            squares), `wgan` (Wasserstein; pair with `clip_value` and `n_critic`), `wgan_gp`
+            (Wasserstein with gradient penalty) or `hinge`.
+        g_steps: G updates per G turn.
+        n_critic: D steps per G turn: G updates on every n_critic-th batch, so each D step sees a
+            fresh real batch (WGAN uses 5).
+        clip_value: after each D step, clip D's weights to [-clip_value, clip_value] (WGAN's way
+            to keep the critic Lipschitz); None turns it off.
+        gp_weight: weight of the gradient penalty with `loss: wgan_gp`.
+        real_label: D's target for real images with `bce`/`minimax` (0.9 = one-sided label smoothing).
+        fake_label: D's target for generated images with `bce`/`minimax`.
         instance_noise: std of the Gaussian noise added to images D sees (0 turns it off).
         noise_fakes: add that noise to generated images too, not only to real ones. Noise on real
             images alone lets D tell them apart by their noise instead of their content.
@@ -43,6 +70,9 @@ class GAN(GeneratorSystem):
         pretrain_candidates: noise vectors per real image for `nearest` pairing.
         pretrained_generator: a `GeneratorPretrainer` (or `GAN`) checkpoint whose generator weights
             start a fresh run.
+        pretrained_discriminator: a `GAN` checkpoint whose discriminator weights start a fresh run.
+        freeze_discriminator: never update D (it runs in eval mode: fixed BatchNorm statistics,
+            no dropout); with `pretrained_discriminator`, G learns against a fixed judge.
         num_fixed_samples: images in the fixed-noise grid logged each epoch.
         fixed_noise_seed: seed of the fixed noise.
         classifier_checkpoint: a `Classifier` checkpoint (configs/classifier_*.yaml) for the domain
@@ -63,7 +93,11 @@ class GAN(GeneratorSystem):
         pretrain_optimizer: OptimizerCallable = torch.optim.Adam,
         generator_scheduler: Optional[LRSchedulerCallable] = None,
         discriminator_scheduler: Optional[LRSchedulerCallable] = None,
+        loss: Loss = "bce",
         g_steps: int = 2,
+        n_critic: int = 1,
+        clip_value: Optional[float] = None,
+        gp_weight: float = 10.0,
         real_label: float = 0.9,
         fake_label: float = 0.0,
         instance_noise: float = 0.1,
@@ -72,6 +106,8 @@ class GAN(GeneratorSystem):
         pretrain_pairing: Pairing = "nearest",
         pretrain_candidates: int = 4,
         pretrained_generator: Optional[str] = None,
+        pretrained_discriminator: Optional[str] = None,
+        freeze_discriminator: bool = False,
         num_fixed_samples: int = 64,
         fixed_noise_seed: int = 0,
         classifier_checkpoint: Optional[str] = None,
@@ -83,6 +119,10 @@ class GAN(GeneratorSystem):
         super().__init__(generator, num_fixed_samples, fixed_noise_seed)
         if g_steps < 1:
             raise UserError(f"model.g_steps must be at least 1, got {g_steps}")
+        if n_critic < 1:
+            raise UserError(f"model.n_critic must be at least 1, got {n_critic}")
+        if clip_value is not None and clip_value <= 0:
+            raise UserError(f"model.clip_value must be > 0 (or null to turn clipping off), got {clip_value}")
         if instance_noise < 0:
             raise UserError(f"model.instance_noise must be >= 0, got {instance_noise}")
         # Networks and factories are not plain data; the CLI's config.yaml records them.
@@ -111,8 +151,11 @@ class GAN(GeneratorSystem):
 
     def setup(self, stage: str) -> None:
         # Only a fresh run starts from the pretrained weights; a resumed one has its own.
-        if stage == "fit" and self.hparams.pretrained_generator and self.trainer.ckpt_path is None:
+        fresh = stage == "fit" and self.trainer.ckpt_path is None
+        if fresh and self.hparams.pretrained_generator:
             self.generator.load_state_dict(load_generator_weights(self.hparams.pretrained_generator))
+        if fresh and self.hparams.pretrained_discriminator:
+            self.discriminator.load_state_dict(load_discriminator_weights(self.hparams.pretrained_discriminator))
 
     def configure_optimizers(self) -> tuple[list, list]:
         g, d, pre = (self.factories[k](p.parameters()) for k, p in
@@ -138,10 +181,13 @@ class GAN(GeneratorSystem):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         real, _ = batch
+        if self.hparams.freeze_discriminator:
+            # Lightning puts the whole module in train mode; a frozen D must stay a fixed function.
+            self.discriminator.eval()
         if self.pretraining:
             self._pretraining_step(real)
         else:
-            self._adversarial_step(real)
+            self._adversarial_step(real, g_turn=(batch_idx + 1) % self.hparams.n_critic == 0)
 
     def _pretraining_step(self, real: torch.Tensor) -> None:
         opt = self.optimizers()[2]
@@ -151,38 +197,58 @@ class GAN(GeneratorSystem):
         opt.step()
         self.log("train/pretrain_loss", loss, prog_bar=True)
 
-    def _adversarial_step(self, real: torch.Tensor) -> None:
+    def _discriminator_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        hp = self.hparams
+        if hp.loss in ("bce", "minimax"):
+            return losses.discriminator_bce(real_logits, fake_logits, hp.real_label, hp.fake_label)
+        return _DISCRIMINATOR_LOSSES[hp.loss](real_logits, fake_logits)
+
+    def _adversarial_step(self, real: torch.Tensor, g_turn: bool = True) -> None:
         opt_g, opt_d, _ = self.optimizers()
         hp = self.hparams
         b, latent = real.size(0), self.generator.latent_dim
 
-        # (1) update D: real (+ noise) → real_label, G(z) → fake_label.
-        with self.toggled_optimizer(opt_d):
+        # (1) update D: real (+ noise) → "real", G(z) → "fake".
+        with self.toggled_optimizer(opt_d), torch.set_grad_enabled(not hp.freeze_discriminator):
             fake = self.generator(torch.randn(b, latent, device=self.device))  # G is frozen: no graph
-            # D has no BatchNorm, so two calls are safe; one call on real+fake would also mix the
-            # two batches in the minibatch-stddev feature.
-            real_logits = self.discriminator(self._noisy(real))
-            fake_logits = self.discriminator(self._noisy(fake.detach(), fake=True))
-            d_loss = losses.discriminator_bce(real_logits, fake_logits, hp.real_label, hp.fake_label)
-            opt_d.zero_grad()
-            self.manual_backward(d_loss)
-            opt_d.step()
+            real_in, fake_in = self._noisy(real), self._noisy(fake.detach(), fake=True)
+            # Two calls, not one on real+fake: batch statistics (BatchNorm, minibatch stddev) must
+            # not mix the two batches, as in the DCGAN reference implementation.
+            real_logits = self.discriminator(real_in)
+            fake_logits = self.discriminator(fake_in)
+            d_loss = self._discriminator_loss(real_logits, fake_logits)
+            if hp.loss == "wgan_gp" and not hp.freeze_discriminator:
+                d_loss = d_loss + hp.gp_weight * losses.gradient_penalty(self.discriminator, real_in, fake_in)
+            if not hp.freeze_discriminator:
+                opt_d.zero_grad()
+                self.manual_backward(d_loss)
+                opt_d.step()
+                if hp.clip_value is not None:
+                    with torch.no_grad():
+                        for p in self.discriminator.parameters():
+                            p.clamp_(-hp.clip_value, hp.clip_value)
+        self.log("train/d_loss", d_loss, prog_bar=True)
+        if hp.loss in ("bce", "minimax"):
+            # Mean D probabilities, for monitoring only: D(x) near 1 and D(G(z)) near 0 means D is winning.
+            self.log_dict(
+                {"train/d_real": torch.sigmoid(real_logits.detach()).mean(),
+                 "train/d_fake": torch.sigmoid(fake_logits.detach()).mean()}
+            )  # fmt: skip
+        else:
+            # For WGAN this gap estimates the Wasserstein distance: it should shrink as G improves.
+            self.log("train/critic_gap", (real_logits.mean() - fake_logits.mean()).detach())
+        if not g_turn:
+            return
 
         # (2) update G g_steps times on fresh noise: make D call the fakes real.
         with self.toggled_optimizer(opt_g):
             for _ in range(hp.g_steps):
                 fake = self.generator(torch.randn(b, latent, device=self.device))
-                g_loss = losses.generator_nonsaturating(self.discriminator(self._noisy(fake, fake=True)))
+                g_loss = _GENERATOR_LOSSES[hp.loss](self.discriminator(self._noisy(fake, fake=True)))
                 opt_g.zero_grad()
                 self.manual_backward(g_loss)
                 opt_g.step()
-
-        self.log_dict({"train/d_loss": d_loss, "train/g_loss": g_loss}, prog_bar=True)
-        # Mean D probabilities, for monitoring only: D(x) near 1 and D(G(z)) near 0 means D is winning.
-        self.log_dict(
-            {"train/d_real": torch.sigmoid(real_logits.detach()).mean(),
-             "train/d_fake": torch.sigmoid(fake_logits.detach()).mean()}
-        )  # fmt: skip
+        self.log("train/g_loss", g_loss, prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
         opt_g, opt_d, opt_pre = self.optimizers()
@@ -266,14 +332,23 @@ def require_weights(checkpoint: dict[str, Any], prefixes: tuple[str, ...], what:
         )
 
 
-def load_generator_weights(path: str) -> dict[str, torch.Tensor]:
-    """The generator's state_dict from a GeneratorPretrainer or GAN checkpoint at `path`."""
+def load_weights(path: str, prefix: str, argument: str, what: str) -> dict[str, torch.Tensor]:
+    """The weights under `prefix` (e.g. "generator.") of the Lightning checkpoint at `path`, prefix removed."""
     if not Path(path).is_file():
-        raise UserError(f"model.pretrained_generator: no file at {path}")
+        raise UserError(f"{argument}: no file at {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise UserError(f"model.pretrained_generator: {path} is not a readable checkpoint ({err})") from err
-    require_weights(checkpoint, ("generator.",), "a GeneratorPretrainer or GAN")
-    prefix = "generator."
+        raise UserError(f"{argument}: {path} is not a readable checkpoint ({err})") from err
+    require_weights(checkpoint, (prefix,), what)
     return {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+
+
+def load_generator_weights(path: str) -> dict[str, torch.Tensor]:
+    """The generator's state_dict from a GeneratorPretrainer or GAN checkpoint at `path`."""
+    return load_weights(path, "generator.", "model.pretrained_generator", "a GeneratorPretrainer or GAN")
+
+
+def load_discriminator_weights(path: str) -> dict[str, torch.Tensor]:
+    """The discriminator's state_dict from a GAN checkpoint at `path`."""
+    return load_weights(path, "discriminator.", "model.pretrained_discriminator", "a GAN")

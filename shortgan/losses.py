@@ -1,7 +1,15 @@
-"""GAN losses as pure functions of discriminator logits."""
+"""GAN losses as pure functions of discriminator logits (raw critic scores for WGAN and hinge).
+
+Each adversarial loss is a pair: `discriminator_*` (D minimises it) and `generator_*` (G minimises it).
+"""
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+
+# ---- non-saturating and minimax BCE (Goodfellow et al. 2014) ----------------------------------
 
 
 def discriminator_bce(
@@ -19,3 +27,63 @@ def discriminator_bce(
 def generator_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
     """G's non-saturating loss: BCE towards "real" (−log D(G(z))), strong gradients when D wins."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def generator_minimax(fake_logits: torch.Tensor) -> torch.Tensor:
+    """G's original minimax loss, log(1 − D(G(z))) = −softplus(logit).
+
+    Its gradient, −sigmoid(logit), vanishes when D confidently rejects the fakes, which is early
+    in training: the reason the non-saturating loss replaced it.
+    """
+    return -F.softplus(fake_logits).mean()
+
+
+# ---- least squares (Mao et al. 2017), targets a=0 (fake), b=1 (real), c=1 (G's aim) ------------
+
+
+def discriminator_lsgan(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """½·E[(D(x) − 1)²] + ½·E[D(G(z))²]: D regresses reals to 1 and fakes to 0."""
+    return 0.5 * (real_logits - 1).square().mean() + 0.5 * fake_logits.square().mean()
+
+
+def generator_lsgan(fake_logits: torch.Tensor) -> torch.Tensor:
+    """½·E[(D(G(z)) − 1)²]: G pulls its scores to the real target; far-off fakes get large gradients."""
+    return 0.5 * (fake_logits - 1).square().mean()
+
+
+# ---- Wasserstein (Arjovsky et al. 2017; Gulrajani et al. 2017) ---------------------------------
+
+
+def discriminator_wasserstein(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """E[D(G(z))] − E[D(x)]: the negated Wasserstein estimate, if D is kept 1-Lipschitz."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def generator_wasserstein(fake_scores: torch.Tensor) -> torch.Tensor:
+    """−E[D(G(z))]; also G's hinge loss (Lim & Ye 2017, Miyato et al. 2018)."""
+    return -fake_scores.mean()
+
+
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
+    """WGAN-GP's E[(‖∇D(x̂)‖ − 1)²] at random points x̂ on lines between real and fake images.
+
+    Zero for a critic whose gradient has unit norm everywhere (a 1-Lipschitz critic that is tight).
+    The graph is kept, so the penalty's own gradient reaches D's weights.
+    """
+    eps = torch.rand(real.size(0), *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    mixed = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).square().mean()
+
+
+# ---- hinge (Lim & Ye 2017) ---------------------------------------------------------------------
+
+
+def discriminator_hinge(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """E[max(0, 1 − D(x))] + E[max(0, 1 + D(G(z)))]: no loss once reals score ≥ 1 and fakes ≤ −1."""
+    return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
+
+
+generator_hinge = generator_wasserstein

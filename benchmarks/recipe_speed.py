@@ -1,0 +1,62 @@
+"""Training speed of each recipe config: adversarial batches per second after a warm-up.
+
+    python -m benchmarks.recipe_speed --threads 1 configs/*.yaml
+
+Each config trains `--batches` batches (pretraining epochs skipped) on the offline MNIST sample;
+the first `--warmup` batches are not timed. Prints one markdown row per config.
+"""
+
+import argparse
+import tempfile
+import time
+
+import lightning as L
+import torch
+
+from shortgan.cli import ShortGANCLI
+
+
+class BatchClock(L.Callback):
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.seen, self.start = warmup, 0, None
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seen += 1
+        if self.seen == self.warmup:
+            self.start = time.perf_counter()
+        elif self.seen > self.warmup:
+            self.rate = (self.seen - self.warmup) / (time.perf_counter() - self.start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("configs", nargs="+")
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--accelerator", default="cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}, accelerator: {args.accelerator}\n")
+    print("| config | batch size | batches/s | images/s |\n|---|---:|---:|---:|")
+    for config in args.configs:
+        clock = BatchClock(args.warmup)
+        with tempfile.TemporaryDirectory() as root:
+            cli = ShortGANCLI(
+                args=["fit", "--config", config, "--data.init_args.dataset", "mnist_sample",
+                      "--model.init_args.pretrain_epochs", "0",
+                      "--trainer.limit_train_batches", str(args.batches + args.warmup),
+                      "--trainer.max_epochs", "1", "--trainer.accelerator", args.accelerator,
+                      "--trainer.default_root_dir", root, "--trainer.enable_progress_bar", "false",
+                      "--trainer.enable_model_summary", "false"],
+                subclass_mode_model=True, subclass_mode_data=True, trainer_defaults={"callbacks": [clock]},
+            )  # fmt: skip
+        batch = cli.datamodule.hparams.batch_size
+        print(f"| {config} | {batch} | {clock.rate:.1f} | {clock.rate * batch:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Train several recipes for the same wall-clock budget on the same data and device, and compare them.
+
+    python -m shortgan.compare --configs configs/mlp_bn_gan.yaml configs/dcgan.yaml configs/quickstart.yaml \\
+        --seconds 300 --classifier classifier.ckpt --out comparison/
+
+Each recipe trains until it has spent `--seconds` of training time (evaluation time excluded) and is
+evaluated at `--points` evenly spaced times (and at 0 s) with a digit classifier: Fréchet distance of
+its features (classifier FID), precision/recall, class coverage, class KL and classifier score, on
+`--num_samples` generated images against the dataset's test split. Writes into `--out`:
+`comparison.md` (tables), `fid_vs_time.png` (one line per recipe), `samples/<recipe>.png`,
+`results.json` (every evaluation) and `runs/` (each recipe's run folder, for TensorBoard).
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+from jsonargparse import ArgumentParser
+from torchvision.utils import save_image
+
+from shortgan import metrics
+from shortgan.cli import ShortGANCLI
+from shortgan.data import DatasetName, ImageDataModule
+from shortgan.errors import UserError
+from shortgan.networks import DigitClassifier
+
+
+def load_classifier(path: str) -> DigitClassifier:
+    """A DigitClassifier from its state_dict, or from a Lightning checkpoint whose keys start with `network.`.
+
+    The layer sizes are read from the weights, so any `channels`/`feature_dim`/`num_classes` loads.
+    """
+    if not Path(path).is_file():
+        raise UserError(f"--classifier: no file at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "state_dict" in state:
+        state = {k[len("network.") :]: v for k, v in state["state_dict"].items() if k.startswith("network.")}
+    if "body.0.weight" not in state or "head.1.weight" not in state:
+        raise UserError(
+            f"--classifier: {path} holds no DigitClassifier weights (a state_dict or a `network.` checkpoint)"
+        )
+    num_classes, feature_dim = state["head.1.weight"].shape
+    classifier = DigitClassifier(num_classes, channels=state["body.0.weight"].size(0), feature_dim=feature_dim)
+    classifier.load_state_dict(state)
+    return classifier.eval()
+
+
+@torch.no_grad()
+def judge(
+    classifier: DigitClassifier, images: torch.Tensor, batch_size: int = 500
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classifier's features (N, F) and logits (N, K) of images in [-1, 1], on the CPU."""
+    features = torch.cat([classifier.features(x) for x in images.split(batch_size)])
+    return features.cpu(), classifier.head(features).cpu()
+
+
+def sample_quality(
+    fake: tuple[torch.Tensor, torch.Tensor], real: tuple[torch.Tensor, torch.Tensor], num_classes: int
+) -> dict[str, float]:
+    """The domain metrics of fakes against reals, each given as (features, logits)."""
+    precision, recall = metrics.precision_recall(real[0], fake[0])
+    return {
+        "fid": float(metrics.frechet_distance(fake[0], real[0])),
+        "precision": float(precision),
+        "recall": float(recall),
+        "coverage": metrics.class_coverage(fake[1], num_classes),
+        "class_kl": float(metrics.class_kl(fake[1], real[1], num_classes)),
+        "classifier_score": float(metrics.classifier_score(fake[1])),
+    }
+
+
+class TimedEvaluation(L.Callback):
+    """Stops training after `seconds` of training time and evaluates G at `points` evenly spaced times.
+
+    The clock excludes the evaluations themselves, so every recipe gets the same training time.
+
+    Args:
+        classifier: judges the images.
+        real_images: reference images in [-1, 1] (the test split).
+        seconds: training-time budget.
+        points: evaluations after 0 s (the last at `seconds`).
+        num_samples: generated images per evaluation.
+        seed: seed of the evaluation noise (the same at every point).
+    """
+
+    def __init__(
+        self, classifier: DigitClassifier, real_images: torch.Tensor, seconds: float, points: int = 5,
+        num_samples: int = 1000, seed: int = 0,
+    ) -> None:  # fmt: skip
+        self.classifier, self.real_images = classifier, real_images
+        self.seconds, self.num_samples, self.seed = seconds, num_samples, seed
+        self.times = [seconds * (i + 1) / points for i in range(points)]
+        self.rows: list[dict] = []
+
+    def training_seconds(self) -> float:
+        return time.perf_counter() - self.start - self.paused
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.classifier.to(pl_module.device)
+        self.real = judge(self.classifier, self.real_images.to(pl_module.device))
+        self.start, self.paused, self.batches = time.perf_counter(), 0.0, 0
+        self.evaluate(trainer, pl_module, 0.0)
+        self.start, self.paused = time.perf_counter(), 0.0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        self.batches += 1
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()  # the clock must see the work, not just its launch
+        seconds = self.training_seconds()
+        passed = [t for t in self.times if seconds >= t]
+        if passed:  # one evaluation even if a slow batch crossed several points
+            self.times = self.times[len(passed) :]
+            began = time.perf_counter()
+            self.evaluate(trainer, pl_module, seconds)
+            self.paused += time.perf_counter() - began
+        if seconds >= self.seconds:
+            trainer.should_stop = True
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, seconds: float) -> None:
+        seeded = torch.Generator().manual_seed(self.seed)
+        z = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=seeded)
+        fake = torch.cat([pl_module.sample(chunk.to(pl_module.device)) for chunk in z.split(500)])
+        row = {"seconds": round(seconds, 2), "epoch": trainer.current_epoch, "batches": self.batches}
+        row.update(sample_quality(judge(self.classifier, fake), self.real, self.real[1].size(1)))
+        self.rows.append(row)
+
+
+def train_recipe(
+    config: str, name: str, evaluation: TimedEvaluation, dataset: str, out: Path, accelerator: str
+) -> L.LightningModule:
+    """Fit one config under the evaluation's clock; returns the trained model."""
+    args = [
+        "fit", "--config", config, "--run_name", name, "--data.init_args.dataset", dataset,
+        "--trainer.max_epochs", "-1", "--trainer.default_root_dir", str(out / "runs"),
+        "--trainer.accelerator", accelerator, "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    cli = ShortGANCLI(
+        args=args, subclass_mode_model=True, subclass_mode_data=True, save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [evaluation]},
+    )  # fmt: skip
+    return cli.model
+
+
+def write_report(results: dict[str, dict], out: Path, command: str) -> None:
+    """comparison.md and fid_vs_time.png from {recipe: {"config", "rows"}}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, result in results.items():
+        rows = result["rows"]
+        seconds = [r["seconds"] for r in rows]
+        axes[0].plot(seconds, [r["fid"] for r in rows], marker="o", label=name)
+        axes[1].plot(seconds, [r["recall"] for r in rows], marker="o", label=name)
+    axes[0].set(xlabel="training seconds", ylabel="classifier FID (lower is better)", yscale="log")
+    axes[1].set(xlabel="training seconds", ylabel="recall (higher is better)", ylim=(0, 1))
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out / "fid_vs_time.png", dpi=120)
+    plt.close(fig)
+
+    lines = [
+        f"Command: `{command}`", "",
+        "| recipe | config | epochs | batches/s | FID ↓ | precision ↑ | recall ↑ | classes covered | class KL ↓ "
+        "| classifier score ↑ |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for name, result in results.items():
+        last = result["rows"][-1]
+        rate = last["batches"] / last["seconds"] if last["seconds"] else float("nan")
+        lines.append(
+            f"| {name} | `{result['config']}` | {last['epoch'] + 1} | {rate:.1f} | {last['fid']:.2f} | "
+            f"{last['precision']:.3f} | {last['recall']:.3f} | {last['coverage']} | {last['class_kl']:.3f} | "
+            f"{last['classifier_score']:.2f} |"
+        )
+    lines += ["", "Classifier FID at each evaluation (training seconds):", ""]
+    for name, result in results.items():
+        lines.append(f"- {name}: " + ", ".join(f"{r['seconds']:.0f} s → {r['fid']:.2f}" for r in result["rows"]))
+    (out / "comparison.md").write_text("\n".join(lines) + "\n")
+
+
+def compare(
+    configs: list[str], seconds: float, classifier: str, out: Path, dataset: DatasetName = "mnist_sample",
+    data_dir: str = "data", points: int = 5, num_samples: int = 1000, accelerator: str = "auto", command: str = "",
+) -> dict[str, dict]:  # fmt: skip
+    """Train and evaluate every config; write the report into `out`; return the results."""
+    judge_net = load_classifier(classifier)
+    data = ImageDataModule(dataset, data_dir)
+    data.prepare_data()
+    data.setup("test")
+    real_images = data.test_set.images[:num_samples]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "samples").mkdir(exist_ok=True)
+    results: dict[str, dict] = {}
+    for config in configs:
+        if not Path(config).is_file():
+            raise UserError(f"--configs: no file at {config}")
+        name = Path(config).stem
+        while name in results:  # the same config twice gets a second, numbered entry
+            name += "_"
+        evaluation = TimedEvaluation(judge_net, real_images, seconds, points, num_samples)
+        model = train_recipe(config, name, evaluation, dataset, out, accelerator)
+        results[name] = {"config": config, "rows": evaluation.rows}
+        noise = torch.randn(64, model.generator.latent_dim, generator=torch.Generator().manual_seed(0))
+        images = model.sample(noise.to(model.device)).cpu()
+        save_image(images, out / "samples" / f"{name}.png", nrow=8, normalize=True, value_range=(-1, 1), pad_value=1.0)
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        write_report(results, out, command)  # after each recipe, so an interrupted run still has a report
+    return results
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    parser = ArgumentParser(prog="python -m shortgan.compare", description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", type=str, required=True, help="Recipe YAMLs to train.")
+    parser.add_argument("--seconds", type=float, default=300.0, help="Training seconds per recipe.")
+    parser.add_argument("--classifier", type=str, required=True,
+                        help="DigitClassifier state_dict, or a checkpoint with `network.` weights.")  # fmt: skip
+    parser.add_argument("--out", type=str, default="comparison", help="Folder for the report.")
+    parser.add_argument("--dataset", type=DatasetName, default="mnist_sample", help="Dataset every recipe trains on.")
+    parser.add_argument("--data_dir", type=str, default="data", help="Where torchvision datasets live.")
+    parser.add_argument("--points", type=int, default=5, help="Evaluations per recipe after the one at 0 s.")
+    parser.add_argument("--num_samples", type=int, default=1000, help="Generated (and real) images per evaluation.")
+    parser.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu or auto, for every recipe.")
+    parser.add_argument("--threads", type=Optional[int], default=None,
+                        help="CPU threads for torch (default: torch's choice). Use 1 on a busy CPU: OpenMP threads "
+                             "waiting on a descheduled sibling can make every step many times slower.")  # fmt: skip
+    cfg = parser.parse_args(args)
+    if cfg.seconds <= 0 or cfg.points < 1 or cfg.num_samples < 10:
+        parser.error("--seconds must be > 0, --points >= 1 and --num_samples >= 10")
+    command = "python -m shortgan.compare " + " ".join(sys.argv[1:] if args is None else args)
+    torch.set_float32_matmul_precision("high")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        compare(cfg.configs, cfg.seconds, cfg.classifier, Path(cfg.out), cfg.dataset, cfg.data_dir, cfg.points,
+                cfg.num_samples, cfg.accelerator, command)  # fmt: skip
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(Path(cfg.out) / "comparison.md")
+
+
+if __name__ == "__main__":
+    main()

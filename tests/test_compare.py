@@ -1,0 +1,99 @@
+import json
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision.io import decode_png
+
+from shortgan import GAN
+from shortgan.compare import TimedEvaluation, load_classifier, main, sample_quality
+from shortgan.data import ImageDataModule
+from shortgan.errors import UserError
+from shortgan.networks import DCGANDiscriminator, DigitClassifier, MLPGenerator
+
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI.s args parameter")
+
+
+def test_load_classifier_reads_a_state_dict_or_a_network_checkpoint_of_any_size(tmp_path):
+    classifier = DigitClassifier(num_classes=5, channels=4, feature_dim=16).eval()
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    torch.save(classifier.state_dict(), tmp_path / "plain.pt")
+    torch.save({"state_dict": {f"network.{k}": v for k, v in classifier.state_dict().items()}}, tmp_path / "lit.ckpt")
+    for name in ("plain.pt", "lit.ckpt"):
+        loaded = load_classifier(str(tmp_path / name))
+        assert torch.equal(loaded(x), classifier(x))
+    torch.save({"state_dict": {"generator.w": torch.zeros(1)}}, tmp_path / "gan.ckpt")
+    with pytest.raises(UserError, match="holds no DigitClassifier weights"):
+        load_classifier(str(tmp_path / "gan.ckpt"))
+    with pytest.raises(UserError, match="--classifier: no file at"):
+        load_classifier(str(tmp_path / "missing.pt"))
+
+
+def test_sample_quality_of_reals_against_themselves_is_perfect():
+    features = torch.randn(200, 8)
+    logits = F.one_hot(torch.arange(200) % 10, 10).float() * 30
+    quality = sample_quality((features, logits), (features, logits), 10)
+    assert abs(quality["fid"]) < 1e-3
+    assert quality["precision"] == quality["recall"] == 1.0
+    assert quality["coverage"] == 10 and quality["class_kl"] < 1e-6
+    assert quality["classifier_score"] == pytest.approx(10, rel=1e-3)
+
+
+def test_timed_evaluation_evaluates_at_zero_and_stops_once_the_budget_is_spent(tmp_path):
+    classifier = DigitClassifier(channels=4, feature_dim=16).eval()
+    evaluation = TimedEvaluation(classifier, torch.rand(40, 1, 28, 28) * 2 - 1, seconds=0.5, points=2, num_samples=40)
+    model = GAN(MLPGenerator(latent_dim=8, hidden_dims=(16,)), DCGANDiscriminator(channels=4), num_fixed_samples=4)
+    images = torch.rand(64, 1, 28, 28) * 2 - 1
+    trainer = L.Trainer(
+        max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[evaluation], default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, DataLoader(TensorDataset(images, torch.zeros(64)), batch_size=8))
+    rows = evaluation.rows
+    assert rows[0]["seconds"] == 0 and rows[0]["batches"] == 0
+    assert rows[-1]["seconds"] >= 0.5 and 2 <= len(rows) <= 3
+    assert all(r["batches"] > 0 for r in rows[1:]) and all(r["fid"] >= 0 for r in rows)
+
+
+@pytest.fixture(scope="module")
+def digit_classifier(tmp_path_factory):
+    """A small DigitClassifier trained for one epoch on the offline MNIST sample (plain loop, seconds)."""
+    data = ImageDataModule("mnist_sample")
+    data.setup("fit")
+    torch.manual_seed(0)
+    classifier = DigitClassifier(channels=8, feature_dim=32)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=3e-3)
+    images, labels = data.train_set.images, data.train_set.labels
+    for idx in torch.randperm(len(images)).split(100):
+        loss = F.cross_entropy(classifier(images[idx]), labels[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    classifier.eval()
+    with torch.no_grad():
+        accuracy = (classifier(data.test_set.images).argmax(1) == data.test_set.labels).float().mean()
+    assert accuracy > 0.8
+    path = tmp_path_factory.mktemp("classifier") / "classifier.pt"
+    torch.save(classifier.state_dict(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_compare_writes_table_plot_and_sample_grids(digit_classifier, tmp_path):
+    main([
+        "--configs", "configs/mlp_gan.yaml", "configs/mlp_bn_gan.yaml", "--seconds", "3", "--points", "2",
+        "--num_samples", "200", "--classifier", str(digit_classifier), "--out", str(tmp_path), "--accelerator", "cpu",
+    ])  # fmt: skip
+    table = (tmp_path / "comparison.md").read_text()
+    assert "| mlp_gan | `configs/mlp_gan.yaml` |" in table and "| mlp_bn_gan |" in table
+    results = json.loads((tmp_path / "results.json").read_text())
+    for name in ("mlp_gan", "mlp_bn_gan"):
+        rows = results[name]["rows"]
+        assert rows[0]["seconds"] == 0 and rows[-1]["seconds"] >= 3 and rows[-1]["batches"] > 0
+        png = (tmp_path / "samples" / f"{name}.png").read_bytes()
+        grid = decode_png(torch.frombuffer(bytearray(png), dtype=torch.uint8))
+        assert grid.shape[1:] == (242, 242)  # 8×8 cells of 28 px + 2 px padding
+        assert (tmp_path / "runs" / name / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "fid_vs_time.png").stat().st_size > 10_000
