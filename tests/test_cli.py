@@ -37,13 +37,15 @@ def test_every_config_parses(capsys):
             cli_main(["fit", *base, "--config", config, "--print_config"])
         assert exit_.value.code == 0, config
         assert "class_path" in capsys.readouterr().out, config
+        text = Path(config).read_text()
+        assert text.startswith("# ") and "python main.py " in text, f"{config}: start with a comment and the command"
 
 
 def test_help_shows_the_docstrings(capsys):
     with pytest.raises(SystemExit):
         cli_main(["fit", "--model.help", "shortgan.GAN"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "G updates per D update" in out and "one-sided label smoothing" in out
+    assert "G updates per G turn" in out and "one-sided label smoothing" in out
 
 
 @pytest.mark.slow
