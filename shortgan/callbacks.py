@@ -49,7 +49,8 @@ class SampleGrids(Callback):
         if not hasattr(pl_module, "fixed_samples"):  # a Classifier run: nothing to draw
             return
         epoch = trainer.current_epoch
-        last = epoch + 1 >= (trainer.max_epochs or 0)
+        # max_epochs is -1 (or None) for runs bounded by time: then no epoch is known to be the last.
+        last = trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch + 1 >= trainer.max_epochs
         if (epoch + 1) % self.every_n_epochs and not last:
             return
         grid = _grid(pl_module.fixed_samples())

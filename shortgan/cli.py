@@ -84,7 +84,12 @@ class ShortGANCLI(LightningCLI):
                 default_hp_metric=False,
             )  # fmt: skip
         if self.subcommand == "predict":
-            kwargs["callbacks"] = [*(cfg.trainer.callbacks or []), SampleWriter(cfg.samples_dir)]
+            # Samples go next to the checkpoint's run by default; predict itself logs nothing.
+            out = cfg.samples_dir
+            if out is None and cfg.get("ckpt_path"):
+                out = str(Path(cfg.ckpt_path).parent.parent / "predictions")
+            kwargs["callbacks"] = [*(cfg.trainer.callbacks or []), SampleWriter(out)]
+            kwargs["logger"] = False
         return super().instantiate_trainer(**kwargs)
 
 
@@ -99,6 +104,12 @@ def cli_main(args: Optional[list[str]] = None) -> Optional[ShortGANCLI]:
             # A resumed run rewrites the config.yaml of its own folder.
             save_config_kwargs={"overwrite": True},
         )
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        # jsonargparse wraps what a model's __init__ raises; look for ours along the chain.
+        cause: Optional[BaseException] = err
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)

@@ -34,6 +34,5 @@ def tiny_idx_root(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _small_threads():
+def _seeded():
     torch.manual_seed(0)
-    yield

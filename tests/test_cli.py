@@ -116,6 +116,9 @@ def test_user_errors_end_in_one_line_without_traceback(tmp_path):
     no_run = run_main("fit", *QUICK, "--ckpt_path", "last", "--trainer.default_root_dir", str(tmp_path))
     assert no_run.returncode == 2 and "no run of 'quickstart'" in no_run.stderr and "Traceback" not in no_run.stderr
 
+    bad_knob = run_main("fit", *QUICK, "--model.init_args.g_steps", "0", "--trainer.default_root_dir", str(tmp_path))
+    assert bad_knob.returncode == 2 and bad_knob.stderr.strip().endswith("error: model.g_steps must be at least 1, got 0")
+
     wrong = tmp_path / "classifier.ckpt"
     torch.save({"state_dict": {"network.weight": torch.zeros(1)}, "epoch": 0, "global_step": 0,
                 "pytorch-lightning_version": "2.6.6"}, wrong)  # fmt: skip
