@@ -8,14 +8,20 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from shortgan.callbacks import SampleGrids, SampleWriter
 from shortgan.errors import UserError
+from shortgan.safety import AtomicCheckpointIO, DivergenceGuard, InterruptCheckpoint, RNGState
 
 
 def latest_checkpoint(root: str, run_name: str) -> Path:
-    """`<root>/<run_name>/version_*/checkpoints/last.ckpt` of the most recent run."""
-    candidates = sorted(Path(root, run_name).glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    """The newest `last.ckpt` or `interrupted.ckpt` under `<root>/<run_name>/version_*/checkpoints/`."""
+    runs = Path(root, run_name)
+    candidates = sorted(
+        [*runs.glob("version_*/checkpoints/last.ckpt"), *runs.glob("version_*/checkpoints/interrupted.ckpt")],
+        key=lambda p: p.stat().st_mtime,
+    )
     if not candidates:
         raise UserError(
             f"--ckpt_path last: no run of '{run_name}' with a last.ckpt under {Path(root, run_name)}/. "
@@ -58,6 +64,7 @@ class ShortGANCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(SampleGrids, "sample_grids")
+        parser.add_lightning_class_args(DivergenceGuard, "divergence_guard")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand]
@@ -83,6 +90,16 @@ class ShortGANCLI(LightningCLI):
                 save_dir=cfg.trainer.default_root_dir, name=cfg.run_name, version=self.resume_version,
                 default_hp_metric=False,
             )  # fmt: skip
+        if self.subcommand == "fit":
+            logger = kwargs.get("logger")
+            run = Path(logger.log_dir) if logger else Path(cfg.trainer.default_root_dir)
+            kwargs["callbacks"] = [
+                *(cfg.trainer.callbacks or []), RNGState(), InterruptCheckpoint(run / "checkpoints", "interrupted"),
+            ]  # fmt: skip
+        plugins = cfg.trainer.plugins or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         if self.subcommand == "predict":
             # Samples go next to the checkpoint's run by default; predict itself logs nothing.
             out = cfg.samples_dir

@@ -1,0 +1,97 @@
+"""Lightning's cost per adversarial batch: the GAN's Lightning loop vs a plain PyTorch loop doing
+the same math (1 D step + g_steps G steps, the same networks, data, batch and optimizers).
+
+    python -m benchmarks.lightning_overhead --config configs/quickstart.yaml --batches 300
+
+Both loops run the adversarial step only (no pretraining) on the config's data, after a warm-up;
+they alternate `--repeats` times and the best rate of each is reported (the least disturbed).
+"""
+
+import argparse
+import copy
+import tempfile
+import time
+
+import torch
+
+from benchmarks.recipe_speed import BatchClock
+from shortgan import losses
+from shortgan.cli import ShortGANCLI
+
+
+def plain_loop(model, loader, batches: int, warmup: int) -> float:
+    """The GAN's adversarial step written out in plain PyTorch; batches per second."""
+    g, d = copy.deepcopy(model.generator), copy.deepcopy(model.discriminator)
+    opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    hp = model.hparams
+
+    def noisy(x):
+        return x + hp.instance_noise * torch.randn_like(x)
+
+    seen, start = 0, None
+    while True:
+        for real, _ in loader:
+            z = torch.randn(real.size(0), g.latent_dim)
+            for p in g.parameters():
+                p.requires_grad_(False)
+            fake = g(z)
+            d_loss = losses.discriminator_bce(d(noisy(real)), d(noisy(fake)), hp.real_label, hp.fake_label)
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+            for p in g.parameters():
+                p.requires_grad_(True)
+            for p in d.parameters():
+                p.requires_grad_(False)
+            for _ in range(hp.g_steps):
+                g_loss = losses.generator_nonsaturating(d(noisy(g(torch.randn(real.size(0), g.latent_dim)))))
+                opt_g.zero_grad()
+                g_loss.backward()
+                opt_g.step()
+            for p in d.parameters():
+                p.requires_grad_(True)
+            seen += 1
+            if seen == warmup:
+                start = time.perf_counter()
+            if seen == warmup + batches:
+                return batches / (time.perf_counter() - start)
+
+
+def lightning_loop(config: str, batches: int, warmup: int) -> float:
+    clock = BatchClock(warmup)
+    with tempfile.TemporaryDirectory() as root:
+        ShortGANCLI(
+            args=["fit", "--config", config, "--model.init_args.pretrain_epochs", "0",
+                  "--trainer.limit_train_batches", str(batches + warmup), "--trainer.max_epochs", "1",
+                  "--trainer.accelerator", "cpu", "--trainer.default_root_dir", root,
+                  "--trainer.limit_val_batches", "0", "--trainer.enable_model_summary", "false"],
+            subclass_mode_model=True, subclass_mode_data=True, trainer_defaults={"callbacks": [clock]},
+        )  # fmt: skip
+    return clock.rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/quickstart.yaml")
+    parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    cli = ShortGANCLI(args=["fit", "--config", args.config], run=False, subclass_mode_model=True, subclass_mode_data=True)
+    cli.datamodule.setup("fit")
+    loader = cli.datamodule.train_dataloader()
+    plain, lightning = [], []
+    for _ in range(args.repeats):
+        plain.append(plain_loop(cli.model, loader, args.batches, args.warmup))
+        lightning.append(lightning_loop(args.config, args.batches, args.warmup))
+    p, l = max(plain), max(lightning)
+    print(f"\ntorch threads: {torch.get_num_threads()}, {args.batches} timed batches, best of {args.repeats}")
+    print("| loop | batches/s | ms/batch |\n|---|---:|---:|")
+    print(f"| plain PyTorch | {p:.1f} | {1000 / p:.1f} |")
+    print(f"| Lightning (GAN module, progress bar, logging) | {l:.1f} | {1000 / l:.1f} |")
+    print(f"\nLightning overhead: {100 * (p / l - 1):+.1f}% time per batch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Never lose a run: atomic checkpoint files, a checkpoint on interruption, exact RNG resume, and a
+divergence guard that stops before a NaN reaches a checkpoint."""
+
+import errno
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from lightning.pytorch.callbacks import Callback, OnExceptionCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from shortgan.errors import UserError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, then renames it into place.
+
+    A run killed mid-write, or a full disk, leaves the previous checkpoint intact: the rename is
+    atomic on POSIX file systems, and nothing replaces the old file until the new one is complete.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            reason = "the disk is full" if err.errno == errno.ENOSPC else err.strerror or str(err)
+            raise UserError(
+                f"Could not write the checkpoint {path}: {reason}. The previous checkpoint there, if any, is intact."
+            ) from err
+
+
+class RNGState(Callback):
+    """Saves the torch, CUDA, NumPy and Python random states in checkpoints and restores them when
+    training resumes, so a resumed run shuffles and draws noise exactly as an uninterrupted one."""
+
+    def __init__(self) -> None:
+        self._restored: Optional[dict[str, Any]] = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return _collect_rng_states(include_cuda=torch.cuda.is_available())
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Applied as late as possible: model building and checkpoint loading also draw numbers.
+        if self._restored is not None:
+            _set_rng_states(self._restored)
+            self._restored = None
+
+
+class DivergenceError(UserError):
+    """Training produced a NaN or Inf."""
+
+
+class InterruptCheckpoint(OnExceptionCheckpoint):
+    """Saves `interrupted.ckpt` on Ctrl-C, SIGTERM or an exception (not on divergence: those weights
+    are broken). It is removed again when a run finishes normally."""
+
+    def on_exception(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        exception = args[-1] if args else kwargs.get("exception")
+        if isinstance(exception, UserError):
+            return
+        super().on_exception(trainer, *args, **kwargs)
+
+
+class DivergenceGuard(Callback):
+    """Stops training when a logged `train/` loss or a weight is NaN or Inf.
+
+    The error names the loss and the step; `last.ckpt` still holds the last good epoch, because the
+    check runs before the epoch's checkpoint is written.
+
+    Args:
+        every_n_batches: check after every this many batches (each check reads the losses on the host).
+    """
+
+    def __init__(self, every_n_batches: int = 1) -> None:
+        self.every_n_batches = every_n_batches
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if (batch_idx + 1) % self.every_n_batches == 0:
+            self.check(trainer, pl_module, batch_idx)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module, None)
+
+    def check(self, trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: Optional[int]) -> None:
+        where = f"epoch {trainer.current_epoch}" + ("" if batch_idx is None else f", batch {batch_idx}")
+        where += f" (optimizer step {trainer.global_step})"
+        for name, value in trainer.callback_metrics.items():
+            if name.startswith("train/") and not math.isfinite(float(value)):
+                self._stop(trainer, f"{name} is {float(value)} at {where}")
+        for name, param in pl_module.named_parameters():
+            if not torch.isfinite(param).all():
+                self._stop(trainer, f"the weight {name} holds NaN/Inf at {where}")
+
+    @staticmethod
+    def _stop(trainer: L.Trainer, what: str) -> None:
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        keep = f" The last good checkpoint is {last}." if last else ""
+        raise DivergenceError(
+            f"Training diverged: {what}.{keep} Resume from it with a lower learning rate "
+            f"(--ckpt_path last --model.init_args.generator_optimizer.init_args.lr …)."
+        )

@@ -1,0 +1,127 @@
+"""Never lose a run: exact resume, interruption, atomic checkpoints, divergence (issue 6)."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+
+from shortgan.cli import cli_main
+from shortgan.errors import UserError
+from shortgan.gan import GAN
+from shortgan.networks import ShortGANDiscriminator, ShortGANGenerator
+from shortgan.safety import AtomicCheckpointIO, DivergenceError, DivergenceGuard
+
+TINY = ["--config", "configs/quickstart.yaml", "--trainer.limit_train_batches", "4",
+        "--trainer.enable_progress_bar", "false", "--model.init_args.pretrain_epochs", "1"]  # fmt: skip
+
+
+def last_ckpt(root: Path) -> dict:
+    return torch.load(root / "quickstart" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"]
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"]):
+        for param_id, state in opt_a["state"].items():
+            for name, value in state.items():
+                torch.testing.assert_close(opt_b["state"][param_id][name], value, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_gives_the_same_weights_and_optimizer_states_as_one_straight_run(tmp_path):
+    """Across the pretraining → adversarial boundary: 3 epochs straight == 1 epoch + resume for 2."""
+    cli_main(["fit", *TINY, "--trainer.max_epochs", "3", "--trainer.default_root_dir", str(tmp_path / "straight")])
+    cli_main(["fit", *TINY, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "split")])
+    cli_main(["fit", *TINY, "--trainer.max_epochs", "3", "--trainer.default_root_dir", str(tmp_path / "split"),
+              "--ckpt_path", "last"])  # fmt: skip
+    assert_same_training_state(last_ckpt(tmp_path / "straight"), last_ckpt(tmp_path / "split"))
+
+
+def start_run(root: Path) -> subprocess.Popen:
+    args = [*TINY, "--trainer.limit_train_batches", "1000", "--trainer.max_epochs", "50"]
+    return subprocess.Popen([sys.executable, "main.py", "fit", *args, "--trainer.default_root_dir", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def wait_for(path: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_killed_run_resumes_from_its_last_good_checkpoint(tmp_path, sig):
+    checkpoints = tmp_path / "quickstart" / "version_0" / "checkpoints"
+    run = start_run(tmp_path)
+    wait_for(checkpoints / "last.ckpt")  # one epoch done
+    time.sleep(1.0)  # now mid-epoch (and possibly mid-write: the write is atomic)
+    run.send_signal(sig)
+    run.wait(timeout=60)
+    assert run.returncode != 0
+    assert not list(checkpoints.glob(".*.tmp")) or sig == signal.SIGKILL
+    saved = torch.load(checkpoints / "last.ckpt", weights_only=True)  # never half-written
+    if sig == signal.SIGTERM:  # a graceful stop also saves the interrupted epoch
+        interrupted = torch.load(checkpoints / "interrupted.ckpt", weights_only=True)
+        assert interrupted["global_step"] > saved["global_step"]
+    cli = cli_main(["fit", *TINY, "--trainer.max_epochs", str(saved["epoch"] + 1),
+                    "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", "last"])  # fmt: skip
+    assert cli.trainer.current_epoch == saved["epoch"] + 1
+    assert sorted(p.name for p in (tmp_path / "quickstart").iterdir()) == ["version_0"]
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"weights": torch.ones(3)}, path)
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(UserError, match="disk is full.*previous checkpoint there, if any, is intact"):
+        io.save_checkpoint({"weights": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.ones(3))
+    assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]
+
+
+class NaNAfter(nn.Module):
+    """A discriminator whose logits turn NaN after `calls` forward passes."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__()
+        self.inner, self.calls = ShortGANDiscriminator(channels=4), calls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls -= 1
+        logits = self.inner(x)
+        return logits * float("nan") if self.calls < 0 else logits
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    batches = [(torch.rand(8, 1, 28, 28) * 2 - 1, torch.zeros(8))] * 3
+    loader = torch.utils.data.DataLoader(batches, batch_size=None)
+    # 3 D calls per batch: the 5th batch (epoch 1, batch 1) produces NaN.
+    model = GAN(ShortGANGenerator(channels=4, up_channels=1), NaNAfter(calls=3 * 4), g_steps=1)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[DivergenceGuard(), checkpoint], default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(DivergenceError, match=r"train/d_loss is nan at epoch 1, batch 1.*last good checkpoint is"):
+        trainer.fit(model, loader)
+    good = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert good["epoch"] == 0 or good["global_step"] == 6  # written after epoch 0 only
+    assert all(torch.isfinite(v).all() for v in good["state_dict"].values() if v.is_floating_point())
