@@ -1,5 +1,6 @@
 """The command line: LightningCLI with run folders, resume by `--ckpt_path last`, and clear errors."""
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -9,6 +10,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from shortgan.callbacks import SampleGrids, SampleWriter
 from shortgan.errors import UserError
@@ -30,6 +33,20 @@ def latest_checkpoint(root: str, run_name: str) -> Path:
     return candidates[-1]
 
 
+def claim_version(run_root: Path) -> str:
+    """Create and return the next free `version_N` folder. `mkdir` is atomic, so two runs started
+    at once into the same root never get the same folder (TensorBoardLogger only lists folders)."""
+    run_root.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name.split("_")[1]) for p in run_root.glob("version_*") if p.name.split("_")[1].isdigit()]
+    n = max(taken, default=-1) + 1
+    while True:
+        try:
+            (run_root / f"version_{n}").mkdir()
+            return f"version_{n}"
+        except FileExistsError:
+            n += 1
+
+
 class ShortGANCLI(LightningCLI):
     """LightningCLI that stores each run in `<default_root_dir>/<run_name>/version_N/`.
 
@@ -49,13 +66,14 @@ class ShortGANCLI(LightningCLI):
             help="predict: folder for samples.pt, grid.png and images/ (default: <run folder>/predictions).",
         )  # fmt: skip
         # Two checkpoint callbacks: last.ckpt after every epoch (for resume), and a kept copy every
-        # 10 epochs. One callback cannot do both: its last.ckpt is written only on its own schedule.
+        # 10 epochs. One callback cannot do both: it writes last.ckpt only when it saves a top-k
+        # checkpoint, so `checkpoint` keeps its newest epoch (top 1, no monitor) beside last.ckpt.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "periodic_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
-                "checkpoint.save_top_k": 0,
+                "checkpoint.save_top_k": 1,
                 "periodic_checkpoint.every_n_epochs": 10,
                 "periodic_checkpoint.save_top_k": -1,
                 "periodic_checkpoint.filename": "epoch={epoch:04d}",
@@ -86,16 +104,14 @@ class ShortGANCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         cfg = self.config_init[self.subcommand]
         if cfg.trainer.logger in (None, True):
+            version = self.resume_version
+            if version is None and self.subcommand != "predict" and rank_zero_only.rank == 0:
+                version = claim_version(Path(cfg.trainer.default_root_dir, cfg.run_name))
             kwargs["logger"] = TensorBoardLogger(
-                save_dir=cfg.trainer.default_root_dir, name=cfg.run_name, version=self.resume_version,
-                default_hp_metric=False,
-            )  # fmt: skip
+                save_dir=cfg.trainer.default_root_dir, name=cfg.run_name, version=version, default_hp_metric=False
+            )
         if self.subcommand == "fit":
-            logger = kwargs.get("logger")
-            run = Path(logger.log_dir) if logger else Path(cfg.trainer.default_root_dir)
-            kwargs["callbacks"] = [
-                *(cfg.trainer.callbacks or []), RNGState(), InterruptCheckpoint(run / "checkpoints", "interrupted"),
-            ]  # fmt: skip
+            kwargs["callbacks"] = [*(cfg.trainer.callbacks or []), RNGState()]
         plugins = cfg.trainer.plugins or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -107,7 +123,12 @@ class ShortGANCLI(LightningCLI):
                 out = str(Path(cfg.ckpt_path).parent.parent / "predictions")
             kwargs["callbacks"] = [*(cfg.trainer.callbacks or []), SampleWriter(out)]
             kwargs["logger"] = False
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if self.subcommand == "fit":
+            # Appended last, so that trainer.checkpoint_callback stays the `checkpoint` ModelCheckpoint.
+            run = Path(trainer.logger.log_dir) if trainer.logger else Path(cfg.trainer.default_root_dir)
+            trainer.callbacks.append(InterruptCheckpoint(run / "checkpoints", "interrupted"))
+        return trainer
 
 
 def cli_main(args: Optional[list[str]] = None) -> Optional[ShortGANCLI]:
@@ -121,6 +142,11 @@ def cli_main(args: Optional[list[str]] = None) -> Optional[ShortGANCLI]:
             # A resumed run rewrites the config.yaml of its own folder.
             save_config_kwargs={"overwrite": True},
         )
+    except SIGTERMException:
+        # Lightning exits with status 0 after a SIGTERM; a stopped run must not look finished.
+        print("error: stopped by SIGTERM; checkpoints/interrupted.ckpt holds the run: resume with --ckpt_path last",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(128 + signal.SIGTERM)
     except Exception as err:
         # jsonargparse wraps what a model's __init__ raises; look for ours along the chain.
         cause: Optional[BaseException] = err

@@ -8,6 +8,7 @@ from typing import Any, Literal, Optional
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from shortgan import losses
 from shortgan.errors import UserError
@@ -82,6 +83,9 @@ class GAN(GeneratorSystem):
             test split); 10,000 for final numbers.
         inception_fid: also compute the standard InceptionV3 FID as val/fid (slow on a CPU).
         inception_weights: torch-fidelity's InceptionV3 weights file, for machines without internet.
+        ema_decay: keep an exponential moving average of G's weights (and BatchNorm statistics)
+            with this decay, e.g. 0.999, and draw every sample from it: grids, metrics, predict.
+            None turns it off.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class GAN(GeneratorSystem):
         num_eval_samples: int = 2000,
         inception_fid: bool = False,
         inception_weights: Optional[str] = None,
+        ema_decay: Optional[float] = None,
     ) -> None:
         super().__init__(generator, num_fixed_samples, fixed_noise_seed)
         if g_steps < 1:
@@ -146,6 +151,17 @@ class GAN(GeneratorSystem):
         if eval_every_n_epochs < 1 or num_eval_samples < 2:
             raise UserError("model.eval_every_n_epochs must be >= 1 and model.num_eval_samples >= 2")
         self.quality = SampleQuality(classifier_checkpoint, inception_fid, inception_weights)
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise UserError(f"model.ema_decay must be between 0 and 1 (or null), got {ema_decay}")
+        # The average is a submodule, so it is saved in checkpoints and moves with the model.
+        self.generator_ema = (
+            AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            if ema_decay is not None
+            else None
+        )
+
+    def sampling_generator(self) -> nn.Module:
+        return self.generator_ema.module if self.generator_ema is not None else self.generator
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -188,6 +204,8 @@ class GAN(GeneratorSystem):
             self._pretraining_step(real)
         else:
             self._adversarial_step(real, g_turn=(batch_idx + 1) % self.hparams.n_critic == 0)
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
 
     def _pretraining_step(self, real: torch.Tensor) -> None:
         opt = self.optimizers()[2]
@@ -332,21 +350,33 @@ def require_weights(checkpoint: dict[str, Any], prefixes: tuple[str, ...], what:
         )
 
 
-def load_weights(path: str, prefix: str, argument: str, what: str) -> dict[str, torch.Tensor]:
-    """The weights under `prefix` (e.g. "generator.") of the Lightning checkpoint at `path`, prefix removed."""
+def _read_checkpoint(path: str, argument: str) -> dict[str, Any]:
     if not Path(path).is_file():
         raise UserError(f"{argument}: no file at {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise UserError(f"{argument}: {path} is not a readable checkpoint ({err})") from err
+
+
+def _strip(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_weights(path: str, prefix: str, argument: str, what: str) -> dict[str, torch.Tensor]:
+    """The weights under `prefix` (e.g. "generator.") of the Lightning checkpoint at `path`, prefix removed."""
+    checkpoint = _read_checkpoint(path, argument)
     require_weights(checkpoint, (prefix,), what)
-    return {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    return _strip(checkpoint["state_dict"], prefix)
 
 
 def load_generator_weights(path: str) -> dict[str, torch.Tensor]:
     """The generator's state_dict from a GeneratorPretrainer or GAN checkpoint at `path`."""
-    return load_weights(path, "generator.", "model.pretrained_generator", "a GeneratorPretrainer or GAN")
+    checkpoint = _read_checkpoint(path, "model.pretrained_generator")
+    require_weights(checkpoint, ("generator.",), "a GeneratorPretrainer or GAN")
+    state = checkpoint["state_dict"]
+    # A run with ema_decay drew its samples from the weight average: that is its generator.
+    return _strip(state, "generator_ema.module.") or _strip(state, "generator.")
 
 
 def load_discriminator_weights(path: str) -> dict[str, torch.Tensor]:

@@ -24,15 +24,20 @@ class GeneratorSystem(L.LightningModule):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)
 
+    def sampling_generator(self) -> nn.Module:
+        """The network that draws samples (a subclass may keep an averaged copy of the generator)."""
+        return self.generator
+
     @torch.no_grad()
     def sample(self, z: torch.Tensor) -> torch.Tensor:
         """Images for noise z, with the generator in eval mode (BatchNorm running statistics)."""
-        was_training = self.generator.training
-        self.generator.eval()
+        generator = self.sampling_generator()
+        was_training = generator.training
+        generator.eval()
         try:
-            return self.generator(z)
+            return generator(z)
         finally:
-            self.generator.train(was_training)
+            generator.train(was_training)
 
     def fixed_samples(self) -> torch.Tensor:
         return self.sample(self.fixed_noise)

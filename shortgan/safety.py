@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback, OnExceptionCheckpoint
@@ -45,20 +46,17 @@ class RNGState(Callback):
     """Saves the torch, CUDA, NumPy and Python random states in checkpoints and restores them when
     training resumes, so a resumed run shuffles and draws noise exactly as an uninterrupted one."""
 
-    def __init__(self) -> None:
-        self._restored: Optional[dict[str, Any]] = None
-
     def state_dict(self) -> dict[str, Any]:
-        return _collect_rng_states(include_cuda=torch.cuda.is_available())
+        states = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        # Checkpoints are loaded with weights_only=True, which refuses NumPy arrays: store a tensor.
+        kind, keys, pos, has_gauss, gauss = states["numpy"]
+        states["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
+        return states
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._restored = state_dict
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Applied as late as possible: model building and checkpoint loading also draw numbers.
-        if self._restored is not None:
-            _set_rng_states(self._restored)
-            self._restored = None
+        # Restored at once: the training DataLoader draws its shuffling seed before any train hook.
+        kind, keys, pos, has_gauss, gauss = state_dict["numpy"]
+        _set_rng_states({**state_dict, "numpy": (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)})
 
 
 class DivergenceError(UserError):
@@ -111,6 +109,6 @@ class DivergenceGuard(Callback):
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         keep = f" The last good checkpoint is {last}." if last else ""
         raise DivergenceError(
-            f"Training diverged: {what}.{keep} Resume from it with a lower learning rate "
+            f"Training diverged: {what}.{keep} Resume from the last good checkpoint with a lower learning rate "
             f"(--ckpt_path last --model.init_args.generator_optimizer.init_args.lr …)."
         )

@@ -179,3 +179,19 @@ def test_scheduler_is_stepped_once_per_adversarial_epoch():
     )
     trainer = fit(model, torch.rand(8, 1, 28, 28) * 2 - 1, epochs=3)
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.25)
+
+
+def test_ema_generator_averages_weights_and_draws_the_samples(tmp_path):
+    model = small_gan(ema_decay=0.5, g_steps=1)
+    trainer = fit(model, torch.rand(16, 1, 28, 28) * 2 - 1, batches=3, default_root_dir=tmp_path)
+    live, averaged = model.generator.state_dict(), model.generator_ema.module.state_dict()
+    assert int(model.generator_ema.n_averaged) == 3
+    assert any(not torch.equal(live[k], averaged[k]) for k in live if live[k].is_floating_point())
+    z = torch.randn(4, 128)
+    torch.testing.assert_close(model.sample(z), model.generator_ema.module.eval()(z))
+    path = tmp_path / "gan.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = load_generator_weights(str(path))
+    assert all(torch.equal(loaded[k], averaged[k]) for k in averaged)
+    with pytest.raises(UserError, match="ema_decay"):
+        small_gan(ema_decay=1.5)

@@ -66,14 +66,18 @@ def wait_for(path: Path, timeout: float = 120) -> None:
 def test_a_killed_run_resumes_from_its_last_good_checkpoint(tmp_path, sig):
     checkpoints = tmp_path / "quickstart" / "version_0" / "checkpoints"
     run = start_run(tmp_path)
-    wait_for(checkpoints / "last.ckpt")  # one epoch done
-    time.sleep(1.0)  # now mid-epoch (and possibly mid-write: the write is atomic)
-    run.send_signal(sig)
-    run.wait(timeout=60)
+    try:
+        wait_for(checkpoints / "last.ckpt")  # one epoch done
+        time.sleep(1.0)  # now mid-epoch (and possibly mid-write: the write is atomic)
+        run.send_signal(sig)
+        run.wait(timeout=60)
+    finally:
+        run.kill()
     assert run.returncode != 0
     assert not list(checkpoints.glob(".*.tmp")) or sig == signal.SIGKILL
     saved = torch.load(checkpoints / "last.ckpt", weights_only=True)  # never half-written
-    if sig == signal.SIGTERM:  # a graceful stop also saves the interrupted epoch
+    if sig == signal.SIGTERM:  # a graceful stop says so, and also saves the interrupted epoch
+        assert run.returncode == 128 + signal.SIGTERM and "resume with --ckpt_path last" in run.stderr.read()
         interrupted = torch.load(checkpoints / "interrupted.ckpt", weights_only=True)
         assert interrupted["global_step"] > saved["global_step"]
     cli = cli_main(["fit", *TINY, "--trainer.max_epochs", str(saved["epoch"] + 1),
@@ -117,7 +121,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     loader = torch.utils.data.DataLoader(batches, batch_size=None)
     # 3 D calls per batch: the 5th batch (epoch 1, batch 1) produces NaN.
     model = GAN(ShortGANGenerator(channels=4, up_channels=1), NaNAfter(calls=3 * 4), g_steps=1)
-    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[DivergenceGuard(), checkpoint], default_root_dir=tmp_path)  # fmt: skip
     with pytest.raises(DivergenceError, match=r"train/d_loss is nan at epoch 1, batch 1.*last good checkpoint is"):
@@ -125,3 +129,15 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     good = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert good["epoch"] == 0 or good["global_step"] == 6  # written after epoch 0 only
     assert all(torch.isfinite(v).all() for v in good["state_dict"].values() if v.is_floating_point())
+
+
+def test_runs_started_together_get_their_own_folders(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shortgan.cli import claim_version
+
+    (tmp_path / "version_3").mkdir(parents=True)
+    with ThreadPoolExecutor(8) as pool:
+        versions = list(pool.map(lambda _: claim_version(tmp_path), range(16)))
+    assert sorted(versions, key=lambda v: int(v.split("_")[1])) == [f"version_{n}" for n in range(4, 20)]
+

@@ -21,18 +21,19 @@ class ShortGANGenerator(nn.Module):
         num_conv_blocks: how many Conv2d+BatchNorm2d+ReLU blocks run before upsampling.
         up_channels: channels of the 2s×2s map after the ConvTranspose2d upsampling.
         image_shape: (C, H, W) of the images produced.
-        spectral_norm: wrap the Linear layers in spectral normalisation.
+        spectral_norm: wrap the Linear layers in spectral normalisation. Off by default: with it,
+            adversarial training pulled all samples to one image (see README).
     """
 
     def __init__(
         self,
         latent_dim: int = 128,
         hidden_dim: int = 256,
-        channels: int = 32,
+        channels: int = 16,
         num_conv_blocks: int = 2,
-        up_channels: int = 2,
+        up_channels: int = 1,
         image_shape: tuple[int, int, int] = (1, 28, 28),
-        spectral_norm: bool = True,
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         side = math.isqrt(hidden_dim)
