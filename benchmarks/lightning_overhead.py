@@ -58,14 +58,14 @@ def plain_loop(model, loader, batches: int, warmup: int) -> float:
                 return batches / (time.perf_counter() - start)
 
 
-def lightning_loop(config: str, batches: int, warmup: int) -> float:
+def lightning_loop(config: str, batches: int, warmup: int, extra: list[str]) -> float:
     clock = BatchClock(warmup)
     with tempfile.TemporaryDirectory() as root:
         ShortGANCLI(
             args=["fit", "--config", config, "--model.init_args.pretrain_epochs", "0",
                   "--trainer.limit_train_batches", str(batches + warmup), "--trainer.max_epochs", "1",
                   "--trainer.accelerator", "cpu", "--trainer.default_root_dir", root,
-                  "--trainer.limit_val_batches", "0", "--trainer.enable_model_summary", "false"],
+                  "--trainer.limit_val_batches", "0", "--trainer.enable_model_summary", "false", *extra],
             subclass_mode_model=True, subclass_mode_data=True, trainer_defaults={"callbacks": [clock]},
         )  # fmt: skip
     return clock.rate
@@ -77,19 +77,20 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--lightning_args", nargs="*", default=[], help="extra CLI arguments for the Lightning run")
     args = parser.parse_args()
-    cli = ShortGANCLI(args=["fit", "--config", args.config], run=False, subclass_mode_model=True, subclass_mode_data=True)
+    cli = ShortGANCLI(args=["--config", args.config], run=False, subclass_mode_model=True, subclass_mode_data=True)
     cli.datamodule.setup("fit")
     loader = cli.datamodule.train_dataloader()
     plain, lightning = [], []
     for _ in range(args.repeats):
         plain.append(plain_loop(cli.model, loader, args.batches, args.warmup))
-        lightning.append(lightning_loop(args.config, args.batches, args.warmup))
+        lightning.append(lightning_loop(args.config, args.batches, args.warmup, args.lightning_args))
     p, l = max(plain), max(lightning)
     print(f"\ntorch threads: {torch.get_num_threads()}, {args.batches} timed batches, best of {args.repeats}")
     print("| loop | batches/s | ms/batch |\n|---|---:|---:|")
     print(f"| plain PyTorch | {p:.1f} | {1000 / p:.1f} |")
-    print(f"| Lightning (GAN module, progress bar, logging) | {l:.1f} | {1000 / l:.1f} |")
+    print(f"| Lightning (GAN module) {' '.join(args.lightning_args)} | {l:.1f} | {1000 / l:.1f} |")
     print(f"\nLightning overhead: {100 * (p / l - 1):+.1f}% time per batch")
 
 

@@ -85,7 +85,7 @@ class ShortGANCLI(LightningCLI):
         parser.add_lightning_class_args(DivergenceGuard, "divergence_guard")
 
     def before_instantiate_classes(self) -> None:
-        cfg = self.config[self.subcommand]
+        cfg = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
         root = cfg.trainer.default_root_dir
         if cfg.get("ckpt_path") == "last":
             cfg.ckpt_path = str(latest_checkpoint(root, cfg.run_name))
@@ -102,7 +102,7 @@ class ShortGANCLI(LightningCLI):
                 self.resume_version = run.name
 
     def instantiate_trainer(self, **kwargs):
-        cfg = self.config_init[self.subcommand]
+        cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
         if cfg.trainer.logger in (None, True):
             version = self.resume_version
             if version is None and self.subcommand != "predict" and rank_zero_only.rank == 0:
