@@ -58,19 +58,12 @@ def judge(
     return features.cpu(), classifier.head(features).cpu()
 
 
-def sample_quality(
-    fake: tuple[torch.Tensor, torch.Tensor], real: tuple[torch.Tensor, torch.Tensor], num_classes: int
-) -> dict[str, float]:
+def sample_quality(fake: tuple[torch.Tensor, torch.Tensor], real: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
     """The domain metrics of fakes against reals, each given as (features, logits)."""
-    precision, recall = metrics.precision_recall(real[0], fake[0])
-    return {
-        "fid": float(metrics.frechet_distance(fake[0], real[0])),
-        "precision": float(precision),
-        "recall": float(recall),
-        "coverage": metrics.class_coverage(fake[1], num_classes),
-        "class_kl": float(metrics.class_kl(fake[1], real[1], num_classes)),
-        "classifier_score": float(metrics.classifier_score(fake[1])),
-    }
+    quality = metrics.domain_quality(real[0], real[1], fake[0], fake[1])
+    quality["fid"] = quality.pop("domain_fid")
+    quality["coverage"] = int(quality["coverage"])
+    return {k: v if isinstance(v, int) else float(v) for k, v in quality.items()}
 
 
 class TimedEvaluation(L.Callback):
@@ -125,7 +118,7 @@ class TimedEvaluation(L.Callback):
         z = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=seeded)
         fake = torch.cat([pl_module.sample(chunk.to(pl_module.device)) for chunk in z.split(500)])
         row = {"seconds": round(seconds, 2), "epoch": trainer.current_epoch, "batches": self.batches}
-        row.update(sample_quality(judge(self.classifier, fake), self.real, self.real[1].size(1)))
+        row.update(sample_quality(judge(self.classifier, fake), self.real))
         self.rows.append(row)
 
 

@@ -62,16 +62,7 @@ class DomainQuality(Metric):
         real_f, real_l, fake_f, fake_l = (
             dim_zero_cat(s) for s in (self.real_features, self.real_logits, self.fake_features, self.fake_logits)
         )
-        num_classes = real_l.size(1)
-        precision, recall = metrics.precision_recall(real_f, fake_f, self.k)
-        return {
-            "domain_fid": metrics.frechet_distance(real_f, fake_f),
-            "coverage": torch.tensor(float(metrics.class_coverage(fake_l, num_classes))),
-            "class_kl": metrics.class_kl(fake_l, real_l, num_classes),
-            "classifier_score": metrics.classifier_score(fake_l),
-            "precision": precision,
-            "recall": recall,
-        }
+        return metrics.domain_quality(real_f, real_l, fake_f, fake_l, self.k)
 
     def reset(self) -> None:
         real = (list(self.real_features), list(self.real_logits))  # Metric.reset() clears lists in place

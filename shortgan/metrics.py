@@ -55,3 +55,21 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
 
     real, fake = real.float(), fake.float()
     return inside(fake, real, radii(real)), inside(real, fake, radii(fake))
+
+
+def domain_quality(
+    real_features: torch.Tensor, real_logits: torch.Tensor, fake_features: torch.Tensor, fake_logits: torch.Tensor,
+    k: int = 3,
+) -> dict[str, torch.Tensor]:
+    """Every domain number of generated images against real ones, from a classifier's penultimate
+    features (N, D) and logits (N, num_classes)."""
+    num_classes = real_logits.size(1)
+    precision, recall = precision_recall(real_features, fake_features, k)
+    return {
+        "domain_fid": frechet_distance(real_features, fake_features),
+        "coverage": torch.tensor(float(class_coverage(fake_logits, num_classes))),
+        "class_kl": class_kl(fake_logits, real_logits, num_classes),
+        "classifier_score": classifier_score(fake_logits),
+        "precision": precision,
+        "recall": recall,
+    }

@@ -34,7 +34,7 @@ def test_load_classifier_reads_a_state_dict_or_a_network_checkpoint_of_any_size(
 def test_sample_quality_of_reals_against_themselves_is_perfect():
     features = torch.randn(200, 8)
     logits = F.one_hot(torch.arange(200) % 10, 10).float() * 30
-    quality = sample_quality((features, logits), (features, logits), 10)
+    quality = sample_quality((features, logits), (features, logits))
     assert abs(quality["fid"]) < 1e-3
     assert quality["precision"] == quality["recall"] == 1.0
     assert quality["coverage"] == 10 and quality["class_kl"] < 1e-6
