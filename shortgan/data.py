@@ -85,6 +85,11 @@ def load_torchvision(name: str, data_dir: str, train: bool, download: bool) -> t
     try:
         ds = cls(data_dir, train=train, download=download and not have_files)
     except Exception as err:  # torchvision raises RuntimeError, URLError, OSError… depending on what failed
+        if have_files:
+            raise UserError(
+                f"The {name} files in {raw_dir}/ could not be read ({_first_line(err)}): they are truncated or "
+                f"not IDX files. Replace them, or delete them to download them again."
+            ) from err
         needed = ", ".join(f"{f}.gz" for f in _RAW_FILES)
         raise UserError(
             f"The {name} dataset is not in {raw_dir}/ and could not be downloaded ({_first_line(err)}). "

@@ -167,6 +167,12 @@ class GAN(GeneratorSystem):
 
     def setup(self, stage: str) -> None:
         # Only a fresh run starts from the pretrained weights; a resumed one has its own.
+        data = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
+        if stage == "fit" and data is not None and tuple(data.images.shape[1:]) != tuple(self.generator.image_shape):
+            raise UserError(
+                f"The data's images are {tuple(data.images.shape[1:])} but the generator makes "
+                f"{tuple(self.generator.image_shape)}: set the networks' image_shape to the data's (C, H, W)."
+            )
         fresh = stage == "fit" and self.trainer.ckpt_path is None
         if fresh and self.hparams.pretrained_generator:
             self.generator.load_state_dict(load_generator_weights(self.hparams.pretrained_generator))

@@ -64,3 +64,13 @@ def test_predict_batches_are_sample_indices():
     dm = ImageDataModule(dataset="mnist_sample", num_samples=10, batch_size=4)
     batches = list(dm.predict_dataloader())
     assert [len(b) for b in batches] == [4, 4, 2]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong_magic"])
+def test_damaged_idx_files_end_in_a_clear_message(tiny_idx_root, damage):
+    root = tiny_idx_root("MNIST", compress=False)
+    images = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    data = images.read_bytes()
+    images.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x12\x34" + data[2:])
+    with pytest.raises(UserError, match=r"MNIST/raw/ could not be read .*truncated or not IDX files"):
+        ImageDataModule(dataset="mnist", data_dir=str(root), download=False).prepare_data()

@@ -195,3 +195,12 @@ def test_ema_generator_averages_weights_and_draws_the_samples(tmp_path):
     assert all(torch.equal(loaded[k], averaged[k]) for k in averaged)
     with pytest.raises(UserError, match="ema_decay"):
         small_gan(ema_decay=1.5)
+
+
+def test_an_image_size_the_networks_do_not_make_is_refused(tmp_path):
+    from shortgan.data import ImageDataModule
+
+    model = GAN(ShortGANGenerator(image_shape=(1, 32, 32)), ShortGANDiscriminator(image_shape=(1, 32, 32)))
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    with pytest.raises(UserError, match=r"images are \(1, 28, 28\) but the generator makes \(1, 32, 32\)"):
+        trainer.fit(model, ImageDataModule(dataset="mnist_sample"))
