@@ -22,8 +22,8 @@ from shortgan.cli import ShortGANCLI
 def plain_loop(model, loader, batches: int, warmup: int) -> float:
     """The GAN's adversarial step written out in plain PyTorch; batches per second."""
     g, d = copy.deepcopy(model.generator), copy.deepcopy(model.discriminator)
-    opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    # The config's own optimizer factories, as the Lightning run uses them.
+    opt_g, opt_d = model.factories["g"](g.parameters()), model.factories["d"](d.parameters())
     hp = model.hparams
 
     def noisy(x):

@@ -103,9 +103,16 @@ class ShortGANCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        if cfg.trainer.logger in (None, True):
+        if self.subcommand == "predict":
+            # predict logs nothing; samples go next to the checkpoint's run by default.
+            out = cfg.samples_dir
+            if out is None and cfg.get("ckpt_path"):
+                out = str(Path(cfg.ckpt_path).parent.parent / "predictions")
+            kwargs["callbacks"] = [*(cfg.trainer.callbacks or []), SampleWriter(out)]
+            kwargs["logger"] = False
+        elif cfg.trainer.logger in (None, True):
             version = self.resume_version
-            if version is None and self.subcommand != "predict" and rank_zero_only.rank == 0:
+            if version is None and rank_zero_only.rank == 0:
                 version = claim_version(Path(cfg.trainer.default_root_dir, cfg.run_name))
             kwargs["logger"] = TensorBoardLogger(
                 save_dir=cfg.trainer.default_root_dir, name=cfg.run_name, version=version, default_hp_metric=False
@@ -116,13 +123,6 @@ class ShortGANCLI(LightningCLI):
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
-        if self.subcommand == "predict":
-            # Samples go next to the checkpoint's run by default; predict itself logs nothing.
-            out = cfg.samples_dir
-            if out is None and cfg.get("ckpt_path"):
-                out = str(Path(cfg.ckpt_path).parent.parent / "predictions")
-            kwargs["callbacks"] = [*(cfg.trainer.callbacks or []), SampleWriter(out)]
-            kwargs["logger"] = False
         trainer = super().instantiate_trainer(**kwargs)
         if self.subcommand == "fit":
             # Appended last, so that trainer.checkpoint_callback stays the `checkpoint` ModelCheckpoint.
