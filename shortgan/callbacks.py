@@ -13,7 +13,11 @@ from torchvision.utils import make_grid, save_image
 
 
 def run_dir(trainer: L.Trainer) -> Path:
-    """The folder of this run: the logger's version folder, else the trainer's root folder."""
+    """The folder of this run: the logger's version folder, else the trainer's root folder.
+
+    Under DDP this is a collective call (rank 0's folder is broadcast): every process must make it,
+    so callbacks resolve it in `setup`, never inside a rank-zero-only hook.
+    """
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
@@ -40,9 +44,8 @@ class SampleGrids(Callback):
         self.timeline_rows = timeline_rows
         self.timeline_columns = timeline_columns
 
-    @staticmethod
-    def folder(trainer: L.Trainer) -> Path:
-        return run_dir(trainer) / "samples"
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.folder = run_dir(trainer) / "samples"
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -54,7 +57,7 @@ class SampleGrids(Callback):
         if (epoch + 1) % self.every_n_epochs and not last:
             return
         grid = _grid(pl_module.fixed_samples())
-        folder = self.folder(trainer)
+        folder = self.folder
         folder.mkdir(parents=True, exist_ok=True)
         save_image(grid, folder / f"epoch_{epoch:04d}.png")
         for logger in trainer.loggers:
@@ -66,7 +69,7 @@ class SampleGrids(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not hasattr(pl_module, "fixed_samples"):
             return
-        folder = self.folder(trainer)
+        folder = self.folder
         folder.mkdir(parents=True, exist_ok=True)
         save_image(_grid(pl_module.fixed_samples()), folder / "final.png")
         epochs = sorted(folder.glob("epoch_*.png"))
@@ -105,13 +108,16 @@ class SampleWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.output_dir = output_dir
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.folder = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "predictions"
+
     def write_on_epoch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
     ) -> None:
         if not trainer.is_global_zero:
             return
         samples = torch.cat([p.cpu() for p in predictions]).float()
-        out = Path(self.output_dir) if self.output_dir else run_dir(trainer) / "predictions"
+        out = self.folder
         (out / "images").mkdir(parents=True, exist_ok=True)
         torch.save(samples, out / "samples.pt")
         save_image(_grid(samples[:100]), out / "grid.png")

@@ -1,11 +1,14 @@
 """The command line: LightningCLI with run folders, resume by `--ckpt_path last`, and clear errors."""
 
+import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -16,6 +19,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from shortgan.callbacks import SampleGrids, SampleWriter
 from shortgan.errors import UserError
 from shortgan.safety import AtomicCheckpointIO, DivergenceGuard, InterruptCheckpoint, RNGState
+
+
+_VERSION_ENV = "SHORTGAN_RUN_VERSION"
 
 
 def latest_checkpoint(root: str, run_name: str) -> Path:
@@ -31,6 +37,18 @@ def latest_checkpoint(root: str, run_name: str) -> Path:
             f"Train first, or pass a checkpoint's path."
         )
     return candidates[-1]
+
+
+def ensure_writable(folder: Path, argument: str) -> None:
+    """Create `folder` and write a probe file in it, or raise a UserError naming `argument`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"Cannot write into {folder} ({err.strerror or err}): pass a folder you can write to with {argument}."
+        ) from err
 
 
 def claim_version(run_root: Path) -> str:
@@ -108,12 +126,20 @@ class ShortGANCLI(LightningCLI):
             out = cfg.samples_dir
             if out is None and cfg.get("ckpt_path"):
                 out = str(Path(cfg.ckpt_path).parent.parent / "predictions")
+            if out is not None:
+                ensure_writable(Path(out), "--samples_dir")
             kwargs["callbacks"] = [*(cfg.trainer.callbacks or []), SampleWriter(out)]
             kwargs["logger"] = False
         elif cfg.trainer.logger in (None, True):
+            ensure_writable(Path(cfg.trainer.default_root_dir, cfg.run_name), "--trainer.default_root_dir")
             version = self.resume_version
             if version is None and rank_zero_only.rank == 0:
                 version = claim_version(Path(cfg.trainer.default_root_dir, cfg.run_name))
+                # DDP's launcher starts the other processes from this one's environment: they log
+                # into the folder rank 0 claimed instead of claiming their own.
+                os.environ[_VERSION_ENV] = version
+            elif version is None:
+                version = os.environ.get(_VERSION_ENV)
             kwargs["logger"] = TensorBoardLogger(
                 save_dir=cfg.trainer.default_root_dir, name=cfg.run_name, version=version, default_hp_metric=False
             )
@@ -124,6 +150,11 @@ class ShortGANCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
+        if cfg.trainer.sync_batchnorm and isinstance(trainer.accelerator, CPUAccelerator):
+            raise UserError(
+                "trainer.sync_batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on CPU processes. "
+                "Drop --trainer.sync_batchnorm (each process then normalises its own batch)."
+            )
         if self.subcommand == "fit":
             # Appended last, so that trainer.checkpoint_callback stays the `checkpoint` ModelCheckpoint.
             run = Path(trainer.logger.log_dir) if trainer.logger else Path(cfg.trainer.default_root_dir)

@@ -2,11 +2,14 @@
 `g_steps` G steps, with the loss chosen by name."""
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -86,6 +89,12 @@ class GAN(GeneratorSystem):
         ema_decay: keep an exponential moving average of G's weights (and BatchNorm statistics)
             with this decay, e.g. 0.999, and draw every sample from it: grids, metrics, predict.
             None turns it off.
+        iterations_per_batch: split each loaded batch into this many equal chunks and run one
+            iteration (pretraining step, or D step + G steps) on each: with `data.batch_size` k × 64
+            and k here, the math is that of batch 64, while Lightning's per-batch work (hooks,
+            logging, progress bar) is paid once per k iterations. Worth it where an iteration is
+            tiny, as on a GPU; `trainer.max_epochs` etc. are unchanged, `limit_train_batches` counts
+            loaded batches.
     """
 
     def __init__(
@@ -120,6 +129,7 @@ class GAN(GeneratorSystem):
         inception_fid: bool = False,
         inception_weights: Optional[str] = None,
         ema_decay: Optional[float] = None,
+        iterations_per_batch: int = 1,
     ) -> None:
         super().__init__(generator, num_fixed_samples, fixed_noise_seed)
         if g_steps < 1:
@@ -128,6 +138,8 @@ class GAN(GeneratorSystem):
             raise UserError(f"model.n_critic must be at least 1, got {n_critic}")
         if clip_value is not None and clip_value <= 0:
             raise UserError(f"model.clip_value must be > 0 (or null to turn clipping off), got {clip_value}")
+        if iterations_per_batch < 1:
+            raise UserError(f"model.iterations_per_batch must be at least 1, got {iterations_per_batch}")
         if instance_noise < 0:
             raise UserError(f"model.instance_noise must be >= 0, got {instance_noise}")
         # Networks and factories are not plain data; the CLI's config.yaml records them.
@@ -173,6 +185,12 @@ class GAN(GeneratorSystem):
                 f"The data's images are {tuple(data.images.shape[1:])} but the generator makes "
                 f"{tuple(self.generator.image_shape)}: set the networks' image_shape to the data's (C, H, W)."
             )
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
+            # Each D step leaves G's parameters without gradients and each G step D's; DDP waits for
+            # every parameter's gradient unless told to look for unused ones. Set before DDP wraps
+            # the model (that happens after this hook); "ddp_find_unused_parameters_true" is the same.
+            strategy._ddp_kwargs["find_unused_parameters"] = True
         fresh = stage == "fit" and self.trainer.ckpt_path is None
         if fresh and self.hparams.pretrained_generator:
             self.generator.load_state_dict(load_generator_weights(self.hparams.pretrained_generator))
@@ -195,6 +213,14 @@ class GAN(GeneratorSystem):
 
     # ---- training ----------------------------------------------------------------------------
 
+    def on_train_epoch_start(self) -> None:
+        if self.trainer.world_size > 1:
+            # seed_everything gives every process the same seed, so all would draw the same noise and
+            # the same fakes. Each process gets its own stream per epoch, derived from the global
+            # seed, the epoch and its rank: reproducible, and a resumed run draws as an unbroken one.
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            torch.manual_seed(int(np.random.SeedSequence([seed, self.current_epoch, self.global_rank]).generate_state(1)[0]))
+
     def _noisy(self, images: torch.Tensor, fake: bool = False) -> torch.Tensor:
         std = self.hparams.instance_noise
         if std == 0 or (fake and not self.hparams.noise_fakes):
@@ -202,16 +228,19 @@ class GAN(GeneratorSystem):
         return images + std * torch.randn_like(images)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        real, _ = batch
         if self.hparams.freeze_discriminator:
             # Lightning puts the whole module in train mode; a frozen D must stay a fixed function.
             self.discriminator.eval()
-        if self.pretraining:
-            self._pretraining_step(real)
-        else:
-            self._adversarial_step(real, g_turn=(batch_idx + 1) % self.hparams.n_critic == 0)
-        if self.generator_ema is not None:
-            self.generator_ema.update_parameters(self.generator)
+        k = self.hparams.iterations_per_batch
+        if len(batch[0]) % k:
+            raise UserError(f"model.iterations_per_batch ({k}) must divide the batch size ({len(batch[0])}): set data.batch_size to a multiple of it")
+        for j, real in enumerate(batch[0].chunk(k)):
+            if self.pretraining:
+                self._pretraining_step(real)
+            else:
+                self._adversarial_step(real, g_turn=(batch_idx * k + j + 1) % self.hparams.n_critic == 0)
+            if self.generator_ema is not None:
+                self.generator_ema.update_parameters(self.generator)
 
     def _pretraining_step(self, real: torch.Tensor) -> None:
         opt = self.optimizers()[2]
@@ -278,7 +307,8 @@ class GAN(GeneratorSystem):
         opt_g, opt_d, opt_pre = self.optimizers()
         self.log_dict(
             {"lr/generator": opt_g.param_groups[0]["lr"], "lr/discriminator": opt_d.param_groups[0]["lr"],
-             "lr/pretrain": opt_pre.param_groups[0]["lr"]}
+             "lr/pretrain": opt_pre.param_groups[0]["lr"]},
+            sync_dist=True,  # equal on every process; syncing just keeps Lightning's DDP check quiet
         )  # fmt: skip
         # Manual optimisation: Lightning does not step schedulers, and pretraining epochs don't count.
         if self.pretraining:

@@ -78,13 +78,17 @@ class DivergenceGuard(Callback):
     """Stops training when a logged `train/` loss or a weight is NaN or Inf.
 
     The error names the loss and the step; `last.ckpt` still holds the last good epoch, because the
-    check runs before the epoch's checkpoint is written.
+    check also runs at the end of each epoch, before the epoch's checkpoint is written. Under DDP
+    every process stops together (a process left waiting in a collective would hang the run).
 
     Args:
-        every_n_batches: check after every this many batches (each check reads the losses on the host).
+        every_n_batches: check after every this many batches, and at the end of each epoch. A check
+            reads the losses on the host (a GPU sync) and, under DDP, agrees across processes.
     """
 
-    def __init__(self, every_n_batches: int = 1) -> None:
+    def __init__(self, every_n_batches: int = 10) -> None:
+        if every_n_batches < 1:
+            raise UserError(f"divergence_guard.every_n_batches must be at least 1, got {every_n_batches}")
         self.every_n_batches = every_n_batches
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
@@ -97,18 +101,23 @@ class DivergenceGuard(Callback):
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: Optional[int]) -> None:
         where = f"epoch {trainer.current_epoch}" + ("" if batch_idx is None else f", batch {batch_idx}")
         where += f" (optimizer step {trainer.global_step})"
-        for name, value in trainer.callback_metrics.items():
-            if name.startswith("train/") and not math.isfinite(float(value)):
-                self._stop(trainer, f"{name} is {float(value)} at {where}")
-        for name, param in pl_module.named_parameters():
-            if not torch.isfinite(param).all():
-                self._stop(trainer, f"the weight {name} holds NaN/Inf at {where}")
+        problem = self._find(trainer, pl_module)
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
+            problem = problem or "another process saw a NaN/Inf"
+        if problem is not None:
+            last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+            keep = f" The last good checkpoint is {last}." if last else ""
+            raise DivergenceError(
+                f"Training diverged: {problem} at {where}.{keep} Resume from the last good checkpoint with a lower "
+                f"learning rate (--ckpt_path last --model.init_args.generator_optimizer.init_args.lr …)."
+            )
 
     @staticmethod
-    def _stop(trainer: L.Trainer, what: str) -> None:
-        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
-        keep = f" The last good checkpoint is {last}." if last else ""
-        raise DivergenceError(
-            f"Training diverged: {what}.{keep} Resume from the last good checkpoint with a lower learning rate "
-            f"(--ckpt_path last --model.init_args.generator_optimizer.init_args.lr …)."
-        )
+    def _find(trainer: L.Trainer, pl_module: L.LightningModule) -> Optional[str]:
+        for name, value in trainer.callback_metrics.items():
+            if name.startswith("train/") and not math.isfinite(float(value)):
+                return f"{name} is {float(value)}"
+        for name, param in pl_module.named_parameters():
+            if not torch.isfinite(param).all():
+                return f"the weight {name} holds NaN/Inf"
+        return None

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from shortgan.cli import cli_main
+
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
     """Write an IDX file (the MNIST format): magic, dims, then raw uint8 data."""
@@ -36,3 +38,13 @@ def tiny_idx_root(tmp_path):
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def classifier_checkpoint(tmp_path_factory) -> Path:
+    """A small domain classifier trained on the offline MNIST sample (15 batches: enough to drive the metrics in tests)."""
+    root = tmp_path_factory.mktemp("runs")
+    cli_main(["fit", "--config", "configs/classifier_quickstart.yaml", "--trainer.max_epochs", "1",
+              "--trainer.limit_train_batches", "15", "--trainer.enable_progress_bar", "false",
+              "--trainer.default_root_dir", str(root)])  # fmt: skip
+    return root / "classifier_quickstart" / "version_0" / "checkpoints" / "best.ckpt"

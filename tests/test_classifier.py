@@ -34,15 +34,6 @@ def test_classifier_configs_parse(config, capsys):
     assert "shortgan.networks.DigitClassifier" in capsys.readouterr().out
 
 
-@pytest.fixture(scope="module")
-def classifier_checkpoint(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("runs")
-    cli_main(["fit", "--config", "configs/classifier_quickstart.yaml", "--trainer.max_epochs", "1",
-              "--trainer.limit_train_batches", "15", "--trainer.enable_progress_bar", "false",
-              "--trainer.default_root_dir", str(root)])  # fmt: skip
-    return root / "classifier_quickstart" / "version_0" / "checkpoints" / "best.ckpt"
-
-
 @pytest.mark.slow
 def test_classifier_trains_on_the_offline_sample(classifier_checkpoint, tmp_path):
     cli = cli_main(["test", "--config", "configs/classifier_quickstart.yaml", "--ckpt_path", str(classifier_checkpoint),

@@ -3,6 +3,7 @@
 import glob
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,28 @@ def test_user_errors_end_in_one_line_without_traceback(tmp_path):
     other_model = run_main("predict", "--config", "configs/quickstart.yaml", "--ckpt_path", str(wrong),
                            "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
     assert other_model.returncode == 2 and "was not written by a GAN" in other_model.stderr
+
+
+def test_an_unwritable_output_folder_ends_in_one_line(tmp_path, monkeypatch, capsys):
+    # A file where a folder should be: no process, root included, can create folders under it.
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", *QUICK, "--trainer.default_root_dir", str(blocker / "runs")])
+    assert exit_.value.code == 2
+    assert f"Cannot write into {blocker}/runs/quickstart" in capsys.readouterr().err
+
+    # A folder without write permission (simulated: tests often run as root, which ignores modes).
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    for args, flag in ((["fit", *QUICK, "--trainer.default_root_dir", str(tmp_path / "runs")], "--trainer.default_root_dir"),
+                       (["predict", "--config", "configs/quickstart.yaml", "--samples_dir", str(tmp_path / "out")], "--samples_dir")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(args)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert "(Permission denied)" in err and flag in err
+    assert not (tmp_path / "runs" / "quickstart").exists() or not any((tmp_path / "runs" / "quickstart").iterdir())
+

@@ -204,3 +204,24 @@ def test_an_image_size_the_networks_do_not_make_is_refused(tmp_path):
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
     with pytest.raises(UserError, match=r"images are \(1, 28, 28\) but the generator makes \(1, 32, 32\)"):
         trainer.fit(model, ImageDataModule(dataset="mnist_sample"))
+
+
+@pytest.mark.parametrize("n_critic", [1, 2])
+def test_several_iterations_per_batch_do_the_same_math_as_one(n_critic):
+    images = torch.rand(128, 1, 28, 28) * 2 - 1
+
+    def train(batch_size: int, iterations: int) -> GAN:
+        L.seed_everything(0)
+        model = small_gan(pretrain_epochs=1, n_critic=n_critic, iterations_per_batch=iterations, ema_decay=0.9)
+        loader = DataLoader(InMemoryImages(images, torch.zeros(128)), batch_size=batch_size, shuffle=True,
+                            drop_last=True, collate_fn=_batch_as_is)  # fmt: skip
+        trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False)  # fmt: skip
+        trainer.fit(model, loader)
+        return model
+
+    one, four = train(16, 1), train(64, 4)
+    # Same shuffled order (the sampler's permutation does not depend on the batch size), same noise draws.
+    assert [adam_steps(o) for o in one.optimizers()] == [adam_steps(o) for o in four.optimizers()]
+    for (name, a), b in zip(one.state_dict().items(), four.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name

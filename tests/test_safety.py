@@ -123,7 +123,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     model = GAN(ShortGANGenerator(channels=4, up_channels=1), NaNAfter(calls=3 * 4), g_steps=1)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[DivergenceGuard(), checkpoint], default_root_dir=tmp_path)  # fmt: skip
+                        callbacks=[DivergenceGuard(every_n_batches=1), checkpoint], default_root_dir=tmp_path)  # fmt: skip
     with pytest.raises(DivergenceError, match=r"train/d_loss is nan at epoch 1, batch 1.*last good checkpoint is"):
         trainer.fit(model, loader)
     good = torch.load(tmp_path / "last.ckpt", weights_only=True)
