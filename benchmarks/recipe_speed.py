@@ -1,9 +1,12 @@
 """Training speed of each recipe config: adversarial batches per second after a warm-up.
 
     python -m benchmarks.recipe_speed --threads 1 configs/*.yaml
+    python -m benchmarks.recipe_speed configs/quickstart.yaml --set --model.init_args.compile_mode default
 
 Each config trains `--batches` batches (pretraining epochs skipped) on the offline MNIST sample;
-the first `--warmup` batches are not timed. Prints one markdown row per config.
+the first `--warmup` batches are not timed. `--set` passes further CLI arguments to every config.
+Prints one markdown row per config; an iteration is one D step and its G steps, so with
+`model.iterations_per_batch: k` a loaded batch holds k iterations.
 """
 
 import argparse
@@ -37,11 +40,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--set", nargs=argparse.REMAINDER, default=[], help="more CLI arguments, e.g. --set --a 1")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}, accelerator: {args.accelerator}\n")
-    print("| config | batch size | batches/s | images/s |\n|---|---:|---:|---:|")
+    print(f"extra arguments: {' '.join(args.set) or 'none'}\n")
+    print("| config | batch size | batches/s | iterations/s | images/s |\n|---|---:|---:|---:|---:|")
     for config in args.configs:
         clock = BatchClock(args.warmup)
         with tempfile.TemporaryDirectory() as root:
@@ -51,11 +56,12 @@ def main() -> None:
                       "--trainer.limit_train_batches", str(args.batches + args.warmup),
                       "--trainer.max_epochs", "1", "--trainer.accelerator", args.accelerator,
                       "--trainer.default_root_dir", root, "--trainer.enable_progress_bar", "false",
-                      "--trainer.enable_model_summary", "false"],
+                      "--trainer.enable_model_summary", "false", *args.set],
                 subclass_mode_model=True, subclass_mode_data=True, trainer_defaults={"callbacks": [clock]},
             )  # fmt: skip
         batch = cli.datamodule.hparams.batch_size
-        print(f"| {config} | {batch} | {clock.rate:.1f} | {clock.rate * batch:.0f} |", flush=True)
+        k = cli.model.hparams.get("iterations_per_batch", 1)
+        print(f"| {config} | {batch} | {clock.rate:.1f} | {clock.rate * k:.1f} | {clock.rate * batch:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,8 @@ def main() -> None:
         writer.writerows(sampler.rows)
     first, last = sampler.rows[1], sampler.rows[-1]  # row 0 is before the first batch
     print(f"\nRSS {first['rss_mib']} → {last['rss_mib']} MiB, live tensors {first['live_tensors']} → "
-          f"{last['live_tensors']}, ms/batch {first['ms_per_batch']} → {last['ms_per_batch']} ({args.out})")  # fmt: skip
+          f"{last['live_tensors']}, ms/batch {first['ms_per_batch']} → {last['ms_per_batch']}")  # fmt: skip
+    print(f"rows: {args.out}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from shortgan.generator_system import GeneratorSystem
 from shortgan.pretraining import Pairing, pretraining_loss
 
 Loss = Literal["bce", "minimax", "lsgan", "wgan", "wgan_gp", "hinge"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 # bce and minimax share D's BCE (with label smoothing); the others take no targets.
 _DISCRIMINATOR_LOSSES = {
     "lsgan": losses.discriminator_lsgan,
@@ -95,6 +96,9 @@ class GAN(GeneratorSystem):
             logging, progress bar) is paid once per k iterations. Worth it where an iteration is
             tiny, as on a GPU; `trainer.max_epochs` etc. are unchanged, `limit_train_batches` counts
             loaded batches.
+        compile_mode: compile G and D with `torch.compile` in this mode (`default`,
+            `reduce-overhead` = also CUDA graphs on a GPU, `max-autotune`); None runs them eagerly.
+            The first batches are slow while it compiles; weights and checkpoints are unchanged.
     """
 
     def __init__(
@@ -130,6 +134,7 @@ class GAN(GeneratorSystem):
         inception_weights: Optional[str] = None,
         ema_decay: Optional[float] = None,
         iterations_per_batch: int = 1,
+        compile_mode: Optional[CompileMode] = None,
     ) -> None:
         super().__init__(generator, num_fixed_samples, fixed_noise_seed)
         if g_steps < 1:
@@ -197,6 +202,12 @@ class GAN(GeneratorSystem):
         if fresh and self.hparams.pretrained_discriminator:
             self.discriminator.load_state_dict(load_discriminator_weights(self.hparams.pretrained_discriminator))
 
+    def configure_model(self) -> None:
+        if self.hparams.compile_mode is not None:
+            # Module.compile compiles in place: parameter names, and so checkpoints, stay as they are.
+            self.generator.compile(mode=self.hparams.compile_mode)
+            self.discriminator.compile(mode=self.hparams.compile_mode)
+
     def configure_optimizers(self) -> tuple[list, list]:
         g, d, pre = (self.factories[k](p.parameters()) for k, p in
                      (("g", self.generator), ("d", self.discriminator), ("pre", self.generator)))  # fmt: skip
@@ -219,7 +230,8 @@ class GAN(GeneratorSystem):
             # the same fakes. Each process gets its own stream per epoch, derived from the global
             # seed, the epoch and its rank: reproducible, and a resumed run draws as an unbroken one.
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-            torch.manual_seed(int(np.random.SeedSequence([seed, self.current_epoch, self.global_rank]).generate_state(1)[0]))
+            stream = np.random.SeedSequence([seed, self.current_epoch, self.global_rank])
+            torch.manual_seed(int(stream.generate_state(1)[0]))
 
     def _noisy(self, images: torch.Tensor, fake: bool = False) -> torch.Tensor:
         std = self.hparams.instance_noise
@@ -233,7 +245,10 @@ class GAN(GeneratorSystem):
             self.discriminator.eval()
         k = self.hparams.iterations_per_batch
         if len(batch[0]) % k:
-            raise UserError(f"model.iterations_per_batch ({k}) must divide the batch size ({len(batch[0])}): set data.batch_size to a multiple of it")
+            raise UserError(
+                f"model.iterations_per_batch ({k}) must divide the batch size ({len(batch[0])}): "
+                f"set data.batch_size to a multiple of it"
+            )
         for j, real in enumerate(batch[0].chunk(k)):
             if self.pretraining:
                 self._pretraining_step(real)

@@ -19,7 +19,8 @@ class Probe(L.Callback):
             self.rng = torch.get_rng_state()
 
     def on_train_end(self, trainer, pl_module) -> None:
-        state = {name: t.detach().cpu().clone() for name, t in [*pl_module.named_parameters(), *pl_module.named_buffers()]}
+        tensors = [*pl_module.named_parameters(), *pl_module.named_buffers()]
+        state = {name: t.detach().cpu().clone() for name, t in tensors}
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         out = Path(self.out_dir, f"rank{trainer.global_rank}.pt")
         torch.save({"state": state, "rng": self.rng, "batch_sum": self.batch_sum, "metrics": metrics}, out)

@@ -142,8 +142,9 @@ def test_an_unwritable_output_folder_ends_in_one_line(tmp_path, monkeypatch, cap
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
-    for args, flag in ((["fit", *QUICK, "--trainer.default_root_dir", str(tmp_path / "runs")], "--trainer.default_root_dir"),
-                       (["predict", "--config", "configs/quickstart.yaml", "--samples_dir", str(tmp_path / "out")], "--samples_dir")):  # fmt: skip
+    fit = ["fit", *QUICK, "--trainer.default_root_dir", str(tmp_path / "runs")]
+    predict = ["predict", "--config", "configs/quickstart.yaml", "--samples_dir", str(tmp_path / "out")]
+    for args, flag in ((fit, "--trainer.default_root_dir"), (predict, "--samples_dir")):
         with pytest.raises(SystemExit) as exit_:
             cli_main(args)
         assert exit_.value.code == 2

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import lightning as L
 import pytest
 import torch
 
@@ -74,3 +75,19 @@ def test_damaged_idx_files_end_in_a_clear_message(tiny_idx_root, damage):
     images.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x12\x34" + data[2:])
     with pytest.raises(UserError, match=r"MNIST/raw/ could not be read .*truncated or not IDX files"):
         ImageDataModule(dataset="mnist", data_dir=str(root), download=False).prepare_data()
+
+
+def test_on_device_data_gives_the_same_batches_from_the_trainers_device(tiny_idx_root):
+    root = str(tiny_idx_root())
+
+    def batches(on_device: bool) -> list[torch.Tensor]:
+        data = ImageDataModule(dataset="mnist", data_dir=root, batch_size=8, download=False, on_device=on_device)
+        data.trainer = L.Trainer(accelerator="cpu", devices=1, logger=False)
+        data.setup("fit")
+        assert data.train_set.images.device == data.trainer.strategy.root_device
+        torch.manual_seed(0)
+        return [images for images, _ in data.train_dataloader()]
+
+    assert all(torch.equal(a, b) for a, b in zip(batches(False), batches(True), strict=True))
+    with pytest.raises(UserError, match="num_workers: 0"):
+        ImageDataModule(on_device=True, num_workers=2)

@@ -16,7 +16,9 @@ def run_ddp(root: Path, *args: str, probe: Path | None = None, timeout: int = 24
     extra = []
     if probe is not None:
         config = root / "probe.yaml"
-        config.write_text(f"trainer:\n  callbacks:\n    - class_path: ddp_probe.Probe\n      init_args: {{out_dir: '{probe}'}}\n")
+        config.write_text(
+            f"trainer:\n  callbacks:\n    - class_path: ddp_probe.Probe\n      init_args: {{out_dir: '{probe}'}}\n"
+        )
         extra = ["--config", str(config)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "main.py", "fit", "--config", "configs/quickstart.yaml", *extra,

@@ -1,3 +1,5 @@
+import copy
+import shutil
 import lightning as L
 import pytest
 import torch
@@ -225,3 +227,30 @@ def test_several_iterations_per_batch_do_the_same_math_as_one(n_critic):
     assert [adam_steps(o) for o in one.optimizers()] == [adam_steps(o) for o in four.optimizers()]
     for (name, a), b in zip(one.state_dict().items(), four.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on a CPU needs a C++ compiler")
+def test_compiled_networks_compute_what_eager_ones_do_and_train():
+    images = torch.rand(16, 1, 28, 28) * 2 - 1
+    for eager in (ShortGANGenerator(channels=4, up_channels=1), ShortGANDiscriminator(channels=8)):
+        compiled = copy.deepcopy(eager)
+        compiled.compile()
+        x = torch.randn(16, eager.latent_dim) if isinstance(eager, ShortGANGenerator) else images
+        outputs = [net(x) for net in (eager, compiled)]
+        for out in outputs:
+            out.square().mean().backward()
+        # The compiler may fuse and reorder float operations: equal up to rounding, not bit for bit.
+        assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+        for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+            assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), name
+
+    model = small_gan(pretrain_epochs=1, compile_mode="default")
+    keys = list(model.state_dict())
+    loader = DataLoader(InMemoryImages(images, torch.zeros(16)), batch_size=8, collate_fn=_batch_as_is)
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)  # fmt: skip
+    trainer.fit(model, loader)
+    assert trainer.global_step == 2 + 2 * 3  # 2 pretraining steps, then 2 × (1 D + 2 G)
+    assert list(model.state_dict()) == keys  # compiled in place: checkpoints stay interchangeable
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
