@@ -12,6 +12,8 @@ Prints one markdown row per config; an iteration is one D step and its G steps, 
 import argparse
 import tempfile
 import time
+import warnings
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -40,13 +42,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--plot", default=None, help="also write a bar chart of iterations/s to this PNG")
     parser.add_argument("--set", nargs=argparse.REMAINDER, default=[], help="more CLI arguments, e.g. --set --a 1")
     args = parser.parse_args()
+    # This script passes LightningCLI its own args while sys.argv holds the script's: expected here.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}, accelerator: {args.accelerator}\n")
     print(f"extra arguments: {' '.join(args.set) or 'none'}\n")
     print("| config | batch size | batches/s | iterations/s | images/s |\n|---|---:|---:|---:|---:|")
+    rates = {}
     for config in args.configs:
         clock = BatchClock(args.warmup)
         with tempfile.TemporaryDirectory() as root:
@@ -62,6 +68,25 @@ def main() -> None:
         batch = cli.datamodule.hparams.batch_size
         k = cli.model.hparams.get("iterations_per_batch", 1)
         print(f"| {config} | {batch} | {clock.rate:.1f} | {clock.rate * k:.1f} | {clock.rate * batch:.0f} |", flush=True)
+        rates[Path(config).stem] = clock.rate * k
+    if args.plot:
+        plot(rates, f"{args.accelerator}, {torch.get_num_threads()} torch threads", args.plot)
+
+
+def plot(rates: dict[str, float], title: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(rates) + 1))
+    ax.barh(list(rates), list(rates.values()))
+    ax.invert_yaxis()
+    ax.set_xlabel("iterations/s (1 D step + its G steps)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"\nplot: {path}")
 
 
 if __name__ == "__main__":
