@@ -13,6 +13,7 @@ import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback, OnExceptionCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
 
 from shortgan.errors import UserError
 
@@ -84,12 +85,24 @@ class DivergenceGuard(Callback):
     Args:
         every_n_batches: check after every this many batches, and at the end of each epoch. A check
             reads the losses on the host (a GPU sync) and, under DDP, agrees across processes.
+        rollback_lr_factor: instead of stopping, load the weights and optimizer states of the last
+            good checkpoint (`last.ckpt`), multiply every learning rate by this factor (e.g. 0.5)
+            and go on training; None stops. Training still stops when no checkpoint exists yet or
+            after `max_rollbacks` rollbacks.
+        max_rollbacks: how many rollbacks one run may make.
     """
 
-    def __init__(self, every_n_batches: int = 10) -> None:
+    def __init__(
+        self, every_n_batches: int = 10, rollback_lr_factor: Optional[float] = None, max_rollbacks: int = 3
+    ) -> None:
         if every_n_batches < 1:
             raise UserError(f"divergence_guard.every_n_batches must be at least 1, got {every_n_batches}")
+        if rollback_lr_factor is not None and not 0 < rollback_lr_factor < 1:
+            raise UserError(f"divergence_guard.rollback_lr_factor must be between 0 and 1, got {rollback_lr_factor}")
         self.every_n_batches = every_n_batches
+        self.rollback_lr_factor = rollback_lr_factor
+        self.max_rollbacks = max_rollbacks
+        self.rollbacks = 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if (batch_idx + 1) % self.every_n_batches == 0:
@@ -104,13 +117,37 @@ class DivergenceGuard(Callback):
         problem = self._find(trainer, pl_module)
         if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
             problem = problem or "another process saw a NaN/Inf"
-        if problem is not None:
-            last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
-            keep = f" The last good checkpoint is {last}." if last else ""
-            raise DivergenceError(
-                f"Training diverged: {problem} at {where}.{keep} Resume from the last good checkpoint with a lower "
-                f"learning rate (--ckpt_path last --model.init_args.generator_optimizer.init_args.lr …)."
+        if problem is None:
+            return
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        if last and self.rollback_lr_factor is not None and self.rollbacks < self.max_rollbacks:
+            self._roll_back(trainer, pl_module, last)
+            rank_zero_warn(
+                f"Training diverged: {problem} at {where}. Rolled back to {last} and multiplied the learning rates "
+                f"by {self.rollback_lr_factor} (rollback {self.rollbacks} of at most {self.max_rollbacks})."
             )
+            return
+        keep = f" The last good checkpoint is {last}." if last else ""
+        raise DivergenceError(
+            f"Training diverged: {problem} at {where}.{keep} Resume from the last good checkpoint with a lower "
+            f"learning rate (--ckpt_path last --model.init_args.generator_optimizer.init_args.lr …), or let the "
+            f"guard do it: --divergence_guard.rollback_lr_factor 0.5."
+        )
+
+    def _roll_back(self, trainer: L.Trainer, pl_module: L.LightningModule, path: str) -> None:
+        checkpoint = trainer.strategy.checkpoint_io.load_checkpoint(path, map_location=pl_module.device)
+        pl_module.load_state_dict(checkpoint["state_dict"])
+        for optimizer, state in zip(trainer.optimizers, checkpoint["optimizer_states"]):
+            optimizer.load_state_dict(state)
+            for group in optimizer.param_groups:
+                group["lr"] *= self.rollback_lr_factor
+        self.rollbacks += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rollbacks": self.rollbacks}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rollbacks = state_dict["rollbacks"]
 
     @staticmethod
     def _find(trainer: L.Trainer, pl_module: L.LightningModule) -> Optional[str]:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import lightning as L
 import pytest
@@ -104,16 +105,17 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 class NaNAfter(nn.Module):
-    """A discriminator whose logits turn NaN after `calls` forward passes."""
+    """A discriminator whose logits turn NaN after `calls` forward passes (for `window` passes, or for good)."""
 
-    def __init__(self, calls: int) -> None:
+    def __init__(self, calls: int, window: Optional[int] = None) -> None:
         super().__init__()
-        self.inner, self.calls = ShortGANDiscriminator(channels=4), calls
+        self.inner, self.calls, self.window = ShortGANDiscriminator(channels=4), calls, window
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls -= 1
         logits = self.inner(x)
-        return logits * float("nan") if self.calls < 0 else logits
+        poisoned = self.calls < 0 and (self.window is None or self.calls >= -self.window)
+        return logits * float("nan") if poisoned else logits
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -129,6 +131,23 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     good = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert good["epoch"] == 0 or good["global_step"] == 6  # written after epoch 0 only
     assert all(torch.isfinite(v).all() for v in good["state_dict"].values() if v.is_floating_point())
+
+
+def test_rollback_reloads_the_last_good_checkpoint_with_lower_learning_rates_and_goes_on(tmp_path):
+    batches = [(torch.rand(8, 1, 28, 28) * 2 - 1, torch.zeros(8))] * 3
+    loader = torch.utils.data.DataLoader(batches, batch_size=None)
+    # NaN logits for the 3 D calls of epoch 1, batch 1 only: one bad batch, then healthy again.
+    model = GAN(ShortGANGenerator(channels=4, up_channels=1), NaNAfter(calls=3 * 4, window=3), g_steps=1)
+    guard = DivergenceGuard(every_n_batches=1, rollback_lr_factor=0.5)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[guard, ModelCheckpoint(dirpath=tmp_path, save_last=True)],
+                        default_root_dir=tmp_path)  # fmt: skip
+    rolled_back = r"train/d_loss is nan at epoch 1, batch 1 \(optimizer step 10\)\. Rolled back to .*last\.ckpt"
+    with pytest.warns(UserWarning, match=rolled_back):
+        trainer.fit(model, loader)
+    assert guard.rollbacks == 1 and trainer.current_epoch == 3
+    assert [opt.param_groups[0]["lr"] for opt in trainer.optimizers] == [0.5 * 1e-3] * 3  # Adam's default lr, halved
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
 
 
 def test_runs_started_together_get_their_own_folders(tmp_path):
