@@ -112,13 +112,13 @@ class DivergenceGuard(Callback):
         self.check(trainer, pl_module, None)
 
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: Optional[int]) -> None:
-        where = f"epoch {trainer.current_epoch}" + ("" if batch_idx is None else f", batch {batch_idx}")
-        where += f" (optimizer step {trainer.global_step})"
         problem = self._find(trainer, pl_module)
         if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
             problem = problem or "another process saw a NaN/Inf"
         if problem is None:
             return
+        where = f"epoch {trainer.current_epoch}" + ("" if batch_idx is None else f", batch {batch_idx}")
+        where += f" (optimizer step {trainer.global_step})"
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         if last and self.rollback_lr_factor is not None and self.rollbacks < self.max_rollbacks:
             self._roll_back(trainer, pl_module, last)
