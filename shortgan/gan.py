@@ -68,6 +68,9 @@ class GAN(GeneratorSystem):
         real_label: D's target for real images with `bce`/`minimax` (0.9 = one-sided label smoothing).
         fake_label: D's target for generated images with `bce`/`minimax`.
         instance_noise: std of the Gaussian noise added to images D sees (0 turns it off).
+        instance_noise_epochs: let that std fall linearly to 0 over this many adversarial epochs
+            (it is `instance_noise` in the first one); None keeps it constant. Noise steadies the
+            start, but it also hides speckle fainter than itself from D, so G never removes it.
         noise_fakes: add that noise to generated images too, not only to real ones. Noise on real
             images alone lets D tell them apart by their noise instead of their content.
         pretrain_epochs: epochs of Smooth-L1 pretraining before adversarial training.
@@ -118,6 +121,7 @@ class GAN(GeneratorSystem):
         real_label: float = 0.9,
         fake_label: float = 0.0,
         instance_noise: float = 0.1,
+        instance_noise_epochs: Optional[int] = None,
         noise_fakes: bool = True,
         pretrain_epochs: int = 0,
         pretrain_pairing: Pairing = "nearest",
@@ -147,6 +151,8 @@ class GAN(GeneratorSystem):
             raise UserError(f"model.iterations_per_batch must be at least 1, got {iterations_per_batch}")
         if instance_noise < 0:
             raise UserError(f"model.instance_noise must be >= 0, got {instance_noise}")
+        if instance_noise_epochs is not None and instance_noise_epochs < 1:
+            raise UserError(f"model.instance_noise_epochs must be at least 1 (or null), got {instance_noise_epochs}")
         # Networks and factories are not plain data; the CLI's config.yaml records them.
         self.save_hyperparameters(
             ignore=[
@@ -233,8 +239,16 @@ class GAN(GeneratorSystem):
             stream = np.random.SeedSequence([seed, self.current_epoch, self.global_rank])
             torch.manual_seed(int(stream.generate_state(1)[0]))
 
+    def instance_noise_std(self) -> float:
+        """The std of the noise on D's inputs in the current epoch."""
+        hp = self.hparams
+        if hp.instance_noise_epochs is None:
+            return hp.instance_noise
+        adversarial_epoch = max(0, self.current_epoch - hp.pretrain_epochs)
+        return hp.instance_noise * max(0.0, 1.0 - adversarial_epoch / hp.instance_noise_epochs)
+
     def _noisy(self, images: torch.Tensor, fake: bool = False) -> torch.Tensor:
-        std = self.hparams.instance_noise
+        std = self.instance_noise_std()
         if std == 0 or (fake and not self.hparams.noise_fakes):
             return images
         return images + std * torch.randn_like(images)
@@ -322,7 +336,7 @@ class GAN(GeneratorSystem):
         opt_g, opt_d, opt_pre = self.optimizers()
         self.log_dict(
             {"lr/generator": opt_g.param_groups[0]["lr"], "lr/discriminator": opt_d.param_groups[0]["lr"],
-             "lr/pretrain": opt_pre.param_groups[0]["lr"]},
+             "lr/pretrain": opt_pre.param_groups[0]["lr"], "train/instance_noise": self.instance_noise_std()},
             sync_dist=True,  # equal on every process; syncing just keeps Lightning's DDP check quiet
         )  # fmt: skip
         # Manual optimisation: Lightning does not step schedulers, and pretraining epochs don't count.

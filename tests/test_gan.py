@@ -97,6 +97,22 @@ def test_instance_noise_on_fakes_when_asked():
     assert d.seen[-2].abs().max() > 1  # Tanh output plus noise leaves [-1, 1]
 
 
+def test_instance_noise_falls_linearly_to_zero_over_the_adversarial_epochs():
+    d = RecordingDiscriminator()
+    # 1 pretraining epoch, then adversarial epochs 0..4 with the std falling over 4 of them.
+    model = small_gan(discriminator=d, g_steps=1, instance_noise=0.4, instance_noise_epochs=4, noise_fakes=False,
+                      pretrain_epochs=1)  # fmt: skip
+    stds = []
+
+    class Record(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            stds.append(d.seen[-3].std().item() if d.seen else None)  # the real batch of the D step
+
+    fit(model, torch.zeros(32, 1, 28, 28), epochs=6, callbacks=[Record()])
+    assert stds[0] is None  # pretraining: D not called
+    assert stds[1:] == pytest.approx([0.4, 0.3, 0.2, 0.1, 0.0], abs=0.02)
+
+
 def test_discriminator_loss_gives_the_generator_no_gradient():
     model = small_gan()
     real = torch.rand(8, 1, 28, 28)
@@ -171,6 +187,8 @@ def test_bad_knobs_fail_early():
         small_gan(g_steps=0)
     with pytest.raises(UserError, match="instance_noise"):
         small_gan(instance_noise=-1)
+    with pytest.raises(UserError, match="instance_noise_epochs"):
+        small_gan(instance_noise_epochs=0)
 
 
 def test_scheduler_is_stepped_once_per_adversarial_epoch():
