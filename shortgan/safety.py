@@ -84,7 +84,9 @@ class DivergenceGuard(Callback):
 
     Args:
         every_n_batches: check after every this many batches, and at the end of each epoch. A check
-            reads the losses on the host (a GPU sync) and, under DDP, agrees across processes.
+            reads the losses on the host (a GPU sync) and, under DDP, agrees across processes. The
+            losses it sees are the last logged ones: `GAN` logs every `trainer.log_every_n_steps`
+            batches, so a NaN loss shows up at the next logging batch, a NaN weight at the next check.
         rollback_lr_factor: instead of stopping, load the weights and optimizer states of the last
             good checkpoint (`last.ckpt`), multiply every learning rate by this factor (e.g. 0.5)
             and go on training; None stops. Training still stops when no checkpoint exists yet or

@@ -46,9 +46,10 @@ def small_gan(**kwargs) -> GAN:
 
 
 def fit(model: L.LightningModule, images: torch.Tensor, epochs: int = 1, batches: int = 1, **trainer_kwargs) -> L.Trainer:
+    trainer_kwargs.setdefault("logger", False)
     trainer = L.Trainer(
-        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, **trainer_kwargs,
+        max_epochs=epochs, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        **trainer_kwargs,
     )  # fmt: skip
     trainer.fit(model, FixedBatch(images, batches))
     return trainer
@@ -74,11 +75,42 @@ def test_one_batch_updates_d_once_and_g_g_steps_times(g_steps):
 def test_pretraining_epochs_come_first_and_touch_only_g():
     model = small_gan(pretrain_epochs=1)
     d_before = [p.clone() for p in model.discriminator.parameters()]
-    trainer = fit(model, torch.rand(16, 1, 28, 28) * 2 - 1, epochs=1, batches=3)
+    trainer = fit(model, torch.rand(16, 1, 28, 28) * 2 - 1, epochs=1, batches=3, log_every_n_steps=1)
     opt_g, opt_d, opt_pre = trainer.optimizers
     assert adam_steps(opt_pre) == 3 and adam_steps(opt_d) == 0 and adam_steps(opt_g) == 0
     assert all(torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters()))
     assert "train/pretrain_loss" in trainer.callback_metrics
+
+
+class RecordLosses(L.Callback):
+    """Keeps each batch's d_loss as the module computed it, and can stop the run after a batch."""
+
+    def __init__(self, stop_after_batch: int = -1) -> None:
+        self.d_loss: list[float] = []
+        self.stop_after_batch = stop_after_batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.d_loss.append(float(pl_module.latest["d_loss"]))
+        trainer.should_stop = batch_idx == self.stop_after_batch
+
+
+def logged_d_loss(log_dir) -> dict[int, float]:
+    import csv
+
+    rows = csv.DictReader(open(next(log_dir.rglob("metrics.csv"))))
+    return {int(r["step"]): float(r["train/d_loss"]) for r in rows if r.get("train/d_loss")}
+
+
+@pytest.mark.parametrize("stop_after_batch", [-1, 4])
+def test_the_logger_gets_each_written_step_s_own_losses(tmp_path, stop_after_batch):
+    # Losses are logged only on the batches whose values Lightning writes (every log_every_n_steps,
+    # and the batch a callback stops the run after): the written curve must be the true one.
+    record = RecordLosses(stop_after_batch)
+    logger = L.pytorch.loggers.CSVLogger(tmp_path)
+    fit(small_gan(g_steps=1), torch.rand(8, 1, 28, 28) * 2 - 1, batches=9, logger=logger, log_every_n_steps=3,
+        callbacks=[record])  # fmt: skip
+    expected_steps = [2, 5, 8] if stop_after_batch < 0 else [2, 4]
+    assert logged_d_loss(tmp_path) == {s: pytest.approx(record.d_loss[s]) for s in expected_steps}
 
 
 def test_discriminator_sees_noisy_reals_and_fakes():

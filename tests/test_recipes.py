@@ -72,7 +72,7 @@ def fit(model: GAN, tmp_path, batches: int = 2, epochs: int = 1, callbacks=()) -
     images = torch.rand(8 * batches, 1, 28, 28) * 2 - 1
     loader = DataLoader(TensorDataset(images, torch.zeros(len(images), dtype=torch.long)), batch_size=8)
     trainer = L.Trainer(
-        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_epochs=epochs, logger=False, log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=tmp_path, callbacks=list(callbacks),
     )  # fmt: skip
     trainer.fit(model, loader)
@@ -187,6 +187,7 @@ def test_every_config_runs_a_few_batches(config, tmp_path):
         "fit", "--config", str(config), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
         "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
         "--data.init_args.dataset", "mnist_sample", "--model.init_args.pretrain_epochs", "0",
+        "--trainer.log_every_n_steps", "1",
     ])  # fmt: skip
     run = Path(cli.trainer.log_dir)
     assert (run / "checkpoints" / "last.ckpt").is_file()

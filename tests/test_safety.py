@@ -124,7 +124,8 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     # 3 D calls per batch: the 5th batch (epoch 1, batch 1) produces NaN.
     model = GAN(ShortGANGenerator(channels=4, up_channels=1), NaNAfter(calls=3 * 4), g_steps=1)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+    # log_every_n_steps 1: GAN logs its losses only on the batches the logger writes.
+    trainer = L.Trainer(max_epochs=3, logger=False, log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[DivergenceGuard(every_n_batches=1), checkpoint], default_root_dir=tmp_path)  # fmt: skip
     with pytest.raises(DivergenceError, match=r"train/d_loss is nan at epoch 1, batch 1.*last good checkpoint is"):
         trainer.fit(model, loader)
@@ -139,7 +140,8 @@ def test_rollback_reloads_the_last_good_checkpoint_with_lower_learning_rates_and
     # NaN logits for the 3 D calls of epoch 1, batch 1 only: one bad batch, then healthy again.
     model = GAN(ShortGANGenerator(channels=4, up_channels=1), NaNAfter(calls=3 * 4, window=3), g_steps=1)
     guard = DivergenceGuard(every_n_batches=1, rollback_lr_factor=0.5)
-    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+    # log_every_n_steps 1: GAN logs its losses only on the batches the logger writes.
+    trainer = L.Trainer(max_epochs=3, logger=False, log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[guard, ModelCheckpoint(dirpath=tmp_path, save_last=True)],
                         default_root_dir=tmp_path)  # fmt: skip
     rolled_back = r"train/d_loss is nan at epoch 1, batch 1 \(optimizer step 10\)\. Rolled back to .*last\.ckpt"
