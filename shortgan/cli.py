@@ -5,8 +5,9 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
+import lightning as L
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -155,11 +156,18 @@ class ShortGANCLI(LightningCLI):
                 "trainer.sync_batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on CPU processes. "
                 "Drop --trainer.sync_batchnorm (each process then normalises its own batch)."
             )
-        if self.subcommand == "fit":
+        if self.subcommand == "fit" and cfg.trainer.enable_checkpointing is not False:
             # Appended last, so that trainer.checkpoint_callback stays the `checkpoint` ModelCheckpoint.
             run = Path(trainer.logger.log_dir) if trainer.logger else Path(cfg.trainer.default_root_dir)
             trainer.callbacks.append(InterruptCheckpoint(run / "checkpoints", "interrupted"))
         return trainer
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[L.Callback]) -> L.Trainer:
+        if config.get("enable_checkpointing") is False:
+            # `checkpoint` and `periodic_checkpoint` are always built, and Lightning refuses a
+            # ModelCheckpoint when checkpointing is off: `--trainer.enable_checkpointing false` means none.
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        return super()._instantiate_trainer(config, callbacks)
 
 
 def cli_main(args: Optional[list[str]] = None) -> Optional[ShortGANCLI]:

@@ -104,6 +104,15 @@ def test_standalone_pretraining_feeds_the_gan(tmp_path):
     assert adam_step_counts(gan) == [12, 6, 0]
 
 
+def test_checkpointing_can_be_turned_off(tmp_path):
+    # The CLI always builds its two ModelCheckpoints; Lightning refuses them when checkpointing is off.
+    fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--model.init_args.pretrain_epochs", "0",
+        "--trainer.enable_checkpointing", "false")  # fmt: skip
+    run = tmp_path / "quickstart" / "version_0"
+    assert (run / "samples" / "final.png").exists()
+    assert not (run / "checkpoints").exists()
+
+
 def run_main(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "main.py", *args], capture_output=True, text=True)
 
