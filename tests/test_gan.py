@@ -279,6 +279,27 @@ def test_several_iterations_per_batch_do_the_same_math_as_one(n_critic):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
 
 
+def test_fused_adam_does_the_same_math_as_the_default():
+    # The configs ask for PyTorch's fused Adam, a faster kernel for the same update. Compared over the
+    # first updates (one pretraining batch, one adversarial batch: 1 + 1 + 2 Adam steps): later on,
+    # Adam's normalised step turns rounding-sized gradient differences into steps of size lr, as any
+    # change of summation order would.
+    images = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def train(**adam) -> GAN:
+        L.seed_everything(0)
+        opt = partial(torch.optim.Adam, lr=4e-4, betas=(0.5, 0.999), **adam)
+        model = small_gan(pretrain_epochs=1, generator_optimizer=opt, discriminator_optimizer=opt, pretrain_optimizer=opt)
+        fit(model, images, epochs=2)
+        return model
+
+    default, fused = train(), train(fused=True)
+    assert fused.optimizers()[0].defaults["fused"] and not default.optimizers()[0].defaults["fused"]
+    assert [adam_steps(o) for o in fused.optimizers()] == [2, 1, 1]
+    for (name, a), b in zip(default.state_dict().items(), fused.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), (name, (a.float() - b.float()).abs().max())
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on a CPU needs a C++ compiler")
 def test_compiled_networks_compute_what_eager_ones_do_and_train():
