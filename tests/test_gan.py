@@ -1,4 +1,5 @@
 import copy
+import csv
 import shutil
 import lightning as L
 import pytest
@@ -95,10 +96,8 @@ class RecordLosses(L.Callback):
 
 
 def logged_d_loss(log_dir) -> dict[int, float]:
-    import csv
-
-    rows = csv.DictReader(open(next(log_dir.rglob("metrics.csv"))))
-    return {int(r["step"]): float(r["train/d_loss"]) for r in rows if r.get("train/d_loss")}
+    with open(next(log_dir.rglob("metrics.csv"))) as f:
+        return {int(r["step"]): float(r["train/d_loss"]) for r in csv.DictReader(f) if r.get("train/d_loss")}
 
 
 @pytest.mark.parametrize("stop_after_batch", [-1, 4])
