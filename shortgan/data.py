@@ -39,7 +39,11 @@ class InMemoryImages(Dataset):
         return self.images[i], self.labels[i]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.as_tensor(indices, device=self.images.device)
+        idx = torch.as_tensor(indices)
+        if idx.device != self.images.device:
+            # Data on a GPU (data.on_device): a copy from ordinary host memory would make the host
+            # wait for all queued GPU work once per batch; from pinned memory it is queued like a kernel.
+            idx = idx.pin_memory().to(self.images.device, non_blocking=True)
         return self.images[idx], self.labels[idx]
 
 

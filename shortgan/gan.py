@@ -333,11 +333,12 @@ class GAN(GeneratorSystem):
         self.latest["d_loss"] = d_loss.detach()
         if hp.loss in ("bce", "minimax"):
             # Mean D probabilities, for monitoring only: D(x) near 1 and D(G(z)) near 0 means D is winning.
-            self.latest["d_real"] = torch.sigmoid(real_logits.detach()).mean()
-            self.latest["d_fake"] = torch.sigmoid(fake_logits.detach()).mean()
+            # float(): under bf16 autocast the logits are bfloat16, and curves should not carry its rounding.
+            self.latest["d_real"] = torch.sigmoid(real_logits.detach().float()).mean()
+            self.latest["d_fake"] = torch.sigmoid(fake_logits.detach().float()).mean()
         else:
             # For WGAN this gap estimates the Wasserstein distance: it should shrink as G improves.
-            self.latest["critic_gap"] = (real_logits.mean() - fake_logits.mean()).detach()
+            self.latest["critic_gap"] = (real_logits.float().mean() - fake_logits.float().mean()).detach()
         if not g_turn:
             return
 

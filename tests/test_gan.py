@@ -6,6 +6,7 @@ import pytest
 import torch
 from functools import partial
 from torch import nn
+from torch.nn import functional as F
 
 from shortgan import losses
 from torch.utils.data import DataLoader
@@ -297,6 +298,46 @@ def test_fused_adam_does_the_same_math_as_the_default():
     assert [adam_steps(o) for o in fused.optimizers()] == [2, 1, 1]
     for (name, a), b in zip(default.state_dict().items(), fused.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), (name, (a.float() - b.float()).abs().max())
+
+
+def test_bf16_mixed_precision_computes_what_float32_does_up_to_bf16_rounding():
+    # Unlike the other speed switches, bf16-mixed cannot keep the math bit for bit: autocast runs
+    # matmuls and convs in bfloat16 (8 mantissa bits, ~0.4% rounding). What it must keep: float32
+    # weights and optimizer state, float32 losses, and the same gradients up to that rounding.
+    images = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    torch.manual_seed(0)
+    for net, x in ((ShortGANGenerator(channels=4, up_channels=1), torch.randn(64, 128)), (ShortGANDiscriminator(channels=8), images)):
+        reference = net(x)
+        reference.square().mean().backward()
+        grads = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(x)
+        assert out.dtype == torch.bfloat16
+        assert (out.float() - reference).abs().max() < 0.03 * reference.abs().max()
+        out.float().square().mean().backward()
+        for (name, p), g in zip(net.named_parameters(), grads):
+            assert F.cosine_similarity(p.grad.flatten(), g.flatten(), dim=0) > 0.99, name
+
+    def train(precision: str) -> tuple[GAN, dict[str, torch.Tensor]]:
+        L.seed_everything(0)
+        model = small_gan(pretrain_epochs=1)
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        fit(model, images, epochs=2, precision=precision)
+        return model, start
+
+    (full, start), (mixed, _) = train("32-true"), train("bf16-mixed")
+    assert all(v.dtype == start[k].dtype for k, v in mixed.state_dict().items())
+    assert all(s["exp_avg"].dtype == torch.float32 for o in mixed.optimizers() for s in o.state.values())
+    for name in ("d_loss", "g_loss", "d_real", "d_fake"):
+        assert mixed.latest[name].dtype == torch.float32, name
+        assert torch.allclose(mixed.latest[name], full.latest[name], rtol=1e-2), name
+    # Adam's first steps are ±lr whatever a gradient's size, so weights are compared by the
+    # direction of the whole update: bf16 rounding flips the sign of only near-zero gradients.
+    def update(model: GAN) -> torch.Tensor:
+        return torch.cat([(p.detach() - start[k]).flatten() for k, p in model.named_parameters()])
+
+    assert F.cosine_similarity(update(full), update(mixed), dim=0) > 0.95
 
 
 @pytest.mark.slow
