@@ -3,6 +3,7 @@
 import gzip
 import importlib.resources
 import shutil
+import struct
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -69,6 +70,16 @@ def load_mnist_sample() -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.from_numpy(table[:, :784].copy()).view(-1, 28, 28)
     labels = torch.from_numpy(table[:, 784].astype(np.int64))
     return images, labels
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
+    """Write an IDX file (the MNIST format: magic, dims, then raw uint8 data); `compress` adds .gz."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
 
 
 def _unpack_gz(raw_dir: Path) -> None:

@@ -1,5 +1,3 @@
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -7,16 +5,7 @@ import pytest
 import torch
 
 from shortgan.cli import cli_main
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
-    """Write an IDX file (the MNIST format): magic, dims, then raw uint8 data."""
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    if compress:
-        path = path.with_name(path.name + ".gz")
-        data = gzip.compress(data)
-    path.write_bytes(data)
+from shortgan.data import write_idx
 
 
 @pytest.fixture

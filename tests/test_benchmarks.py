@@ -1,0 +1,33 @@
+import math
+
+from benchmarks import mnist_epochs
+
+
+def test_mnist_epochs_times_the_epochs_it_asks_for_on_a_stand_in(capsys):
+    # 256 stand-in digits, loaded 2 × 32 at a time: 4 loaded batches = 8 iterations per epoch.
+    result = mnist_epochs.main(["--accelerator", "cpu", "--epochs", "2", "--train_images", "256", "--batch_size", "32",
+                                "--iterations_per_batch", "2", "--warmup", "2"])  # fmt: skip
+    assert result["iterations"] == 2 * 8
+    assert 0 < result["epoch_seconds"] < result["command_seconds"]
+    assert math.isfinite(result["iterations_per_s"]) and result["iterations_per_s"] > 0
+    out = capsys.readouterr().out
+    assert "stand-in: 256 digits" in out and "| 2 | 16 (32) | 2 |" in out
+
+
+def test_mnist_epochs_uses_the_mnist_files_when_they_are_there(tiny_idx_root, capsys):
+    root = tiny_idx_root("MNIST")  # 32 training images
+    result = mnist_epochs.main(["--accelerator", "cpu", "--epochs", "1", "--batch_size", "16", "--warmup", "1",
+                                "--data_dir", str(root)])  # fmt: skip
+    assert result["iterations"] == 2
+    assert "data: MNIST;" in capsys.readouterr().out
+
+
+def test_the_stand_in_is_the_offline_sample_tiled(tmp_path):
+    from shortgan.data import load_mnist_sample, load_torchvision
+
+    mnist_epochs.stand_in_mnist(tmp_path, train_images=12_000, test_images=100)
+    images, labels = load_torchvision("mnist", str(tmp_path), train=True, download=False)
+    sample, sample_labels = load_mnist_sample()
+    assert images.shape == (12_000, 28, 28)
+    assert (images[5_000:10_000] == sample).all() and (labels[:5_000] == sample_labels).all()
+    assert load_torchvision("mnist", str(tmp_path), train=False, download=False)[0].shape == (100, 28, 28)
