@@ -21,36 +21,26 @@ import time
 import warnings
 from pathlib import Path
 
-import lightning as L
 import numpy as np
-import torch
 
+from benchmarks.recipe_speed import BatchClock, read_clock
 from shortgan.cli import ShortGANCLI
-from shortgan.data import _RAW_FILES, load_mnist_sample, write_idx
+from shortgan.data import has_raw_files, load_mnist_sample, write_idx
 
 
-class EpochClock(L.Callback):
-    """Times the training epochs, and the loaded batches after `warmup` of them."""
+class EpochClock(BatchClock):
+    """Times the training epochs, and (as BatchClock) the loaded batches after `warmup` of them."""
 
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.batches = warmup, 0
-        self.start = self.warm = self.end = None
-
-    def _now(self, module: L.LightningModule) -> float:
-        if module.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter()
+        super().__init__(warmup)
+        self.begin = self.end = None
 
     def on_train_start(self, trainer, module) -> None:
-        self.start = self._now(module)
-
-    def on_train_batch_end(self, trainer, module, *args) -> None:
-        self.batches += 1
-        if self.batches == self.warmup:
-            self.warm = self._now(module)
+        self.begin = read_clock(module)
 
     def on_train_end(self, trainer, module) -> None:
-        self.end = self._now(module)
+        super().on_train_end(trainer, module)
+        self.end = read_clock(module)
 
 
 def stand_in_mnist(root: Path, train_images: int, test_images: int = 10_000) -> None:
@@ -62,11 +52,6 @@ def stand_in_mnist(root: Path, train_images: int, test_images: int = 10_000) -> 
         picks = np.arange(n) % len(images)
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images[picks])
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels[picks])
-
-
-def has_mnist(data_dir: str) -> bool:
-    raw = Path(data_dir, "MNIST", "raw")
-    return all((raw / f).exists() or (raw / f"{f}.gz").exists() for f in _RAW_FILES)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -86,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     k = args.iterations_per_batch
     with tempfile.TemporaryDirectory() as root:
         data_dir, data = args.data_dir, "MNIST"
-        if not has_mnist(data_dir):
+        if not has_raw_files("mnist", data_dir):
             data_dir, data = root, f"stand-in: {args.train_images:,} digits of the offline sample, tiled"
             stand_in_mnist(Path(root), args.train_images)
         clock = EpochClock(args.warmup)
@@ -102,10 +87,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             subclass_mode_model=True, subclass_mode_data=True, trainer_defaults={"callbacks": [clock]},
         )  # fmt: skip
         whole = time.perf_counter() - began
-    iterations = clock.batches * k
-    timed = (clock.batches - args.warmup) * k
-    rate = timed / (clock.end - clock.warm) if clock.warm is not None and timed > 0 else float("nan")
-    result = {"iterations": iterations, "epoch_seconds": clock.end - clock.start, "iterations_per_s": rate,
+    iterations = clock.seen * k
+    rate = clock.rate * k if clock.rate is not None else float("nan")
+    result = {"iterations": iterations, "epoch_seconds": clock.end - clock.begin, "iterations_per_s": rate,
               "command_seconds": whole}  # fmt: skip
     print(f"\ndata: {data}; accelerator: {args.accelerator}; extra arguments: {' '.join(args.set) or 'none'}\n")
     print("| epochs | iterations (batch) | per loaded batch | training epochs, s | iterations/s after warm-up | whole command, s |")

@@ -21,22 +21,38 @@ import torch
 from shortgan.cli import ShortGANCLI
 
 
+def read_clock(module: L.LightningModule) -> float:
+    """Seconds, once the device has done the work queued so far (the clock must see it, not its launch)."""
+    if module.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 class BatchClock(L.Callback):
-    """Batches per second after `warmup` batches; stops training after `warmup + batches` if given."""
+    """Batches per second after `warmup` batches; stops training after `warmup + batches` if given.
+
+    The device is waited for only where the clock is read, at the warm-up's end and at the last batch
+    (or the run's end): a wait per batch would keep the host from queueing GPU work ahead.
+    """
 
     def __init__(self, warmup: int, batches: int | None = None) -> None:
-        self.warmup, self.batches, self.seen, self.start = warmup, batches, 0, None
+        self.warmup, self.batches, self.seen, self.start, self.rate = warmup, batches, 0, None, None
 
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize()
         self.seen += 1
         if self.seen == self.warmup:
-            self.start = time.perf_counter()
-        elif self.seen > self.warmup:
-            self.rate = (self.seen - self.warmup) / (time.perf_counter() - self.start)
-        if self.batches is not None and self.seen >= self.warmup + self.batches:
+            self.start = read_clock(pl_module)
+        if self.batches is not None and self.seen == self.warmup + self.batches:
+            self._stop(pl_module)
             trainer.should_stop = True
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.rate is None:
+            self._stop(pl_module)
+
+    def _stop(self, pl_module: L.LightningModule) -> None:
+        if self.start is not None and self.seen > self.warmup:
+            self.rate = (self.seen - self.warmup) / (read_clock(pl_module) - self.start)
 
 
 def main() -> None:

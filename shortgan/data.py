@@ -91,12 +91,18 @@ def _unpack_gz(raw_dir: Path) -> None:
                 shutil.copyfileobj(src, dst)
 
 
+def has_raw_files(name: str, data_dir: str) -> bool:
+    """Whether `<data_dir>/<Class>/raw/` holds the dataset's four IDX files (plain, or .gz: unpacked then)."""
+    raw_dir = Path(data_dir) / _TORCHVISION[name].__name__ / "raw"
+    _unpack_gz(raw_dir)
+    return all((raw_dir / f).exists() for f in _RAW_FILES)
+
+
 def load_torchvision(name: str, data_dir: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """A torchvision dataset's uint8 images and labels, from `<data_dir>/<Class>/raw/` or downloaded there."""
     cls = _TORCHVISION[name]
     raw_dir = Path(data_dir) / cls.__name__ / "raw"
-    _unpack_gz(raw_dir)
-    have_files = all((raw_dir / f).exists() for f in _RAW_FILES)
+    have_files = has_raw_files(name, data_dir)
     try:
         ds = cls(data_dir, train=train, download=download and not have_files)
     except Exception as err:  # torchvision raises RuntimeError, URLError, OSError… depending on what failed
