@@ -13,10 +13,10 @@ import tempfile
 import time
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from benchmarks.recipe_speed import BatchClock
 from shortgan import losses
+from shortgan.averaging import ExponentialMovingAverage
 from shortgan.cli import ShortGANCLI
 
 
@@ -29,7 +29,7 @@ def plain_loop(model, loader, batches: int, warmup: int) -> float:
     # The same weight average of G as the Lightning run, when the config keeps one.
     ema = None
     if model.generator_ema is not None:
-        ema = AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(hp.ema_decay), use_buffers=True)
+        ema = ExponentialMovingAverage(g, hp.ema_decay)
 
     def noisy(x):
         return x + hp.instance_noise * torch.randn_like(x)

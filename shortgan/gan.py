@@ -11,9 +11,9 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from shortgan import losses
+from shortgan.averaging import ExponentialMovingAverage
 from shortgan.errors import UserError
 from shortgan.evaluation import SampleQuality
 from shortgan.generator_system import GeneratorSystem
@@ -180,11 +180,7 @@ class GAN(GeneratorSystem):
         if ema_decay is not None and not 0 < ema_decay < 1:
             raise UserError(f"model.ema_decay must be between 0 and 1 (or null), got {ema_decay}")
         # The average is a submodule, so it is saved in checkpoints and moves with the model.
-        self.generator_ema = (
-            AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-            if ema_decay is not None
-            else None
-        )
+        self.generator_ema = ExponentialMovingAverage(generator, ema_decay) if ema_decay is not None else None
 
     def sampling_generator(self) -> nn.Module:
         return self.generator_ema.module if self.generator_ema is not None else self.generator

@@ -24,6 +24,23 @@ def tiny_idx_root(tmp_path):
     return make
 
 
+@pytest.fixture
+def forbid_host_reads(monkeypatch):
+    """Call it to make every read of a tensor's value into Python fail from then on (to the test's end).
+
+    On a GPU each such read (`bool(t)`, `t.item()`, `int(t)`…) makes the host wait for all queued work;
+    on a CPU the same calls run, so the test sees them."""
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a tensor's value was read back to the host")
+
+    def forbid() -> None:
+        for name in ("__bool__", "item", "__int__", "__float__", "__index__", "tolist"):
+            monkeypatch.setattr(torch.Tensor, name, refuse)
+
+    return forbid
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)

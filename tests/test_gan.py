@@ -249,6 +249,21 @@ def test_ema_generator_averages_weights_and_draws_the_samples(tmp_path):
         small_gan(ema_decay=1.5)
 
 
+def test_a_training_batch_reads_nothing_back_from_the_device(forbid_host_reads):
+    # No host-device sync per step: the whole batch (Lightning's loop, D and G steps, fused Adam, the
+    # weight average) must queue GPU work without waiting for it. Batches the logger writes may read.
+    class ForbidFromThirdBatch(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if batch_idx == 2:
+                forbid_host_reads()
+
+    adam = partial(torch.optim.Adam, fused=True)
+    model = small_gan(ema_decay=0.9, generator_optimizer=adam, discriminator_optimizer=adam)
+    trainer = fit(model, torch.rand(8, 1, 28, 28) * 2 - 1, batches=12, log_every_n_steps=1000,
+                  callbacks=[ForbidFromThirdBatch()])  # fmt: skip
+    assert trainer.fit_loop.epoch_loop.batch_progress.current.completed == 12
+
+
 def test_an_image_size_the_networks_do_not_make_is_refused(tmp_path):
     from shortgan.data import ImageDataModule
 
