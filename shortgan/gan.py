@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from shortgan import losses
@@ -17,25 +18,12 @@ from shortgan.averaging import ExponentialMovingAverage
 from shortgan.errors import UserError
 from shortgan.evaluation import SampleQuality
 from shortgan.generator_system import GeneratorSystem
+from shortgan.iteration import AdversarialIteration, unsupported_optimizer
 from shortgan.pretraining import Pairing, pretraining_loss
 
 Loss = Literal["bce", "minimax", "lsgan", "wgan", "wgan_gp", "hinge"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
-# bce and minimax share D's BCE (with label smoothing); the others take no targets.
-_DISCRIMINATOR_LOSSES = {
-    "lsgan": losses.discriminator_lsgan,
-    "wgan": losses.discriminator_wasserstein,
-    "wgan_gp": losses.discriminator_wasserstein,
-    "hinge": losses.discriminator_hinge,
-}
-_GENERATOR_LOSSES = {
-    "bce": losses.generator_nonsaturating,
-    "minimax": losses.generator_minimax,
-    "lsgan": losses.generator_lsgan,
-    "wgan": losses.generator_wasserstein,
-    "wgan_gp": losses.generator_wasserstein,
-    "hinge": losses.generator_hinge,
-}
+CompileScope = Literal["networks", "iteration"]
 
 
 class GAN(GeneratorSystem):
@@ -99,9 +87,15 @@ class GAN(GeneratorSystem):
             logging, progress bar) is paid once per k iterations. Worth it where an iteration is
             tiny, as on a GPU; `trainer.max_epochs` etc. are unchanged, `limit_train_batches` counts
             loaded batches.
-        compile_mode: compile G and D with `torch.compile` in this mode (`default`,
-            `reduce-overhead` = also CUDA graphs on a GPU, `max-autotune`); None runs them eagerly.
-            The first batches are slow while it compiles; weights and checkpoints are unchanged.
+        compile_mode: compile with `torch.compile` in this mode (`default`, `reduce-overhead` = also
+            CUDA graphs on a GPU, `max-autotune`); None runs eagerly. The first batches are slow
+            while it compiles; weights and checkpoints are unchanged.
+        compile_scope: what `compile_mode` compiles. `networks`: G and D, each on its own.
+            `iteration`: each adversarial iteration whole (D step, G steps, both Adam updates, the
+            noise draws and the weight average) as one function (shortgan/iteration.py), so on a
+            GPU with `reduce-overhead` an iteration is one CUDA-graph launch; without compile_mode
+            that function runs eagerly (to check it). Needs Adam/AdamW and one process; with the
+            gradient penalty, a frozen D, DDP or mixed precision the usual step runs (with a warning).
     """
 
     def __init__(
@@ -139,6 +133,7 @@ class GAN(GeneratorSystem):
         ema_decay: Optional[float] = None,
         iterations_per_batch: int = 1,
         compile_mode: Optional[CompileMode] = None,
+        compile_scope: CompileScope = "networks",
     ) -> None:
         super().__init__(generator, num_fixed_samples, fixed_noise_seed)
         if g_steps < 1:
@@ -181,6 +176,7 @@ class GAN(GeneratorSystem):
             raise UserError(f"model.ema_decay must be between 0 and 1 (or null), got {ema_decay}")
         # The average is a submodule, so it is saved in checkpoints and moves with the model.
         self.generator_ema = ExponentialMovingAverage(generator, ema_decay) if ema_decay is not None else None
+        self.iteration: Optional[AdversarialIteration] = None  # built in on_train_start, if asked for
 
     def sampling_generator(self) -> nn.Module:
         return self.generator_ema.module if self.generator_ema is not None else self.generator
@@ -208,7 +204,7 @@ class GAN(GeneratorSystem):
             self.discriminator.load_state_dict(load_discriminator_weights(self.hparams.pretrained_discriminator))
 
     def configure_model(self) -> None:
-        if self.hparams.compile_mode is not None:
+        if self.hparams.compile_mode is not None and self.hparams.compile_scope == "networks":
             # Module.compile compiles in place: parameter names, and so checkpoints, stay as they are.
             self.generator.compile(mode=self.hparams.compile_mode)
             self.discriminator.compile(mode=self.hparams.compile_mode)
@@ -228,6 +224,40 @@ class GAN(GeneratorSystem):
         return self.current_epoch < self.hparams.pretrain_epochs
 
     # ---- training ----------------------------------------------------------------------------
+
+    def on_train_start(self) -> None:
+        # Built here, after a resumed run has loaded its optimizer state and the model is on its device.
+        self.iteration = None
+        if self.hparams.compile_scope != "iteration":
+            return
+        reason = self._why_no_functional_iteration()
+        if reason is not None:
+            rank_zero_warn(f"model.compile_scope iteration: {reason}, so each iteration runs the usual eager step.")
+            return
+        opt_g, opt_d, _ = self.trainer.optimizers
+        hp = self.hparams
+        self.iteration = AdversarialIteration(
+            self.generator, self.discriminator, opt_g, opt_d,
+            discriminator_loss=self._discriminator_loss, generator_loss=losses.GENERATOR[hp.loss],
+            g_steps=hp.g_steps, clip_value=hp.clip_value, noise_fakes=hp.noise_fakes,
+            ema=self.generator_ema, compile_mode=hp.compile_mode,
+        )  # fmt: skip
+
+    def _why_no_functional_iteration(self) -> Optional[str]:
+        hp = self.hparams
+        if hp.loss == "wgan_gp":
+            return "the gradient penalty is not written functionally"
+        if hp.freeze_discriminator:
+            return "freeze_discriminator is set"
+        if self.trainer.world_size > 1:
+            return "DDP reduces gradients in backward(), which the functional iteration does not call"
+        if self.trainer.precision not in ("32-true", "32"):
+            return f"precision {self.trainer.precision} is not supported (float32 only)"
+        for name, opt in zip(("generator", "discriminator"), self.trainer.optimizers[:2]):
+            problem = unsupported_optimizer(opt)
+            if problem:
+                return f"the {name}'s optimizer: {problem}"
+        return None
 
     def on_train_epoch_start(self) -> None:
         if self.trainer.world_size > 1:
@@ -264,10 +294,14 @@ class GAN(GeneratorSystem):
                 f"set data.batch_size to a multiple of it"
             )
         for j, real in enumerate(batch[0].chunk(k)):
+            g_turn = (batch_idx * k + j + 1) % self.hparams.n_critic == 0
             if self.pretraining:
                 self._pretraining_step(real)
+            elif self.iteration is not None:
+                self._functional_step(real, g_turn)
+                continue  # the weight average is part of the iteration
             else:
-                self._adversarial_step(real, g_turn=(batch_idx * k + j + 1) % self.hparams.n_critic == 0)
+                self._adversarial_step(real, g_turn)
             if self.generator_ema is not None:
                 self.generator_ema.update_parameters(self.generator)
         # Lightning writes step values to the logger only every `trainer.log_every_n_steps` batches, and
@@ -286,7 +320,8 @@ class GAN(GeneratorSystem):
 
     def _log_latest(self) -> None:
         for name, value in self.latest.items():
-            self.log(f"train/{name}", value, prog_bar=name in ("pretrain_loss", "d_loss", "g_loss"))
+            # A copy: the functional iteration overwrites its curves in place every iteration.
+            self.log(f"train/{name}", value.clone(), prog_bar=name in ("pretrain_loss", "d_loss", "g_loss"))
 
     def _pretraining_step(self, real: torch.Tensor) -> None:
         opt = self.optimizers()[2]
@@ -300,7 +335,7 @@ class GAN(GeneratorSystem):
         hp = self.hparams
         if hp.loss in ("bce", "minimax"):
             return losses.discriminator_bce(real_logits, fake_logits, hp.real_label, hp.fake_label)
-        return _DISCRIMINATOR_LOSSES[hp.loss](real_logits, fake_logits)
+        return losses.DISCRIMINATOR[hp.loss](real_logits, fake_logits)
 
     def _adversarial_step(self, real: torch.Tensor, g_turn: bool = True) -> None:
         opt_g, opt_d, _ = self.optimizers()
@@ -342,11 +377,18 @@ class GAN(GeneratorSystem):
         with self.toggled_optimizer(opt_g):
             for _ in range(hp.g_steps):
                 fake = self.generator(torch.randn(b, latent, device=self.device))
-                g_loss = _GENERATOR_LOSSES[hp.loss](self.discriminator(self._noisy(fake, fake=True)))
+                g_loss = losses.GENERATOR[hp.loss](self.discriminator(self._noisy(fake, fake=True)))
                 opt_g.zero_grad()
                 self.manual_backward(g_loss)
                 opt_g.step()
         self.latest["g_loss"] = g_loss.detach()
+
+    def _functional_step(self, real: torch.Tensor, g_turn: bool) -> None:
+        curves = self.iteration(real, self.instance_noise_std(), g_turn)
+        names = ("d_loss", "d_real", "d_fake") if self.hparams.loss in ("bce", "minimax") else ("d_loss", "critic_gap")
+        self.latest.update({name: curves[name] for name in names})
+        if g_turn:
+            self.latest["g_loss"] = curves["g_loss"]
 
     def on_train_epoch_end(self) -> None:
         opt_g, opt_d, opt_pre = self.optimizers()

@@ -87,3 +87,22 @@ def discriminator_hinge(real_scores: torch.Tensor, fake_scores: torch.Tensor) ->
 
 
 generator_hinge = generator_wasserstein
+
+
+# ---- by name, as configs choose them -------------------------------------------------------------
+
+# bce and minimax share D's BCE, which takes the label targets (discriminator_bce); the others take none.
+DISCRIMINATOR: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "lsgan": discriminator_lsgan,
+    "wgan": discriminator_wasserstein,
+    "wgan_gp": discriminator_wasserstein,
+    "hinge": discriminator_hinge,
+}
+GENERATOR: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "bce": generator_nonsaturating,
+    "minimax": generator_minimax,
+    "lsgan": generator_lsgan,
+    "wgan": generator_wasserstein,
+    "wgan_gp": generator_wasserstein,
+    "hinge": generator_hinge,
+}

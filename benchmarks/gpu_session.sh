@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The GPU checks, as one short prepared command for a session that is lent a GPU machine, which has
+# PyTorch, Lightning, torchvision, torchmetrics and TensorBoard but no network (issue #14, item 3).
+#
+#   bash benchmarks/gpu_session.sh fetch   # here, with a package index: the wheels the GPU image lacks → .whl/
+#   bash benchmarks/gpu_session.sh run     # there (carry .whl): figures and logs → $OUT (default gpu_session/)
+#
+# `run` takes about 6 minutes on an H100: the card and versions; `benchmarks.mnist_epochs` for
+# 3 epochs of full-size MNIST (a stand-in offline) eager, with the compiled networks, and with the
+# compiled iteration (CUDA graphs); one minute of the user's `fit` on the GPU; `predict` from it.
+# Each step has its own time limit, so one that hangs does not take the rest with it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = fetch ]; then
+    # Not on the GPU image (KINDS.md's package list): the CLI's config parser and the offline MNIST sample.
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl "jsonargparse==4.53.0" docstring-parser typeshed-client "mlxtend==0.25.0"
+    exit
+fi
+
+OUT=${OUT:-gpu_session}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1
+log() { echo "== $*" | tee -a "$OUT/summary.md"; }
+
+log "card and versions"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/summary.md"
+python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)" | tee -a "$OUT/summary.md"
+
+epochs() {  # name, time limit, extra arguments for benchmarks.mnist_epochs
+    local name=$1 limit=$2
+    shift 2
+    log "mnist_epochs: $name"
+    timeout "$limit" python3 -m benchmarks.mnist_epochs --accelerator gpu --epochs 3 --iterations_per_batch 8 \
+        --warmup 30 "$@" 2>&1 | tee "$OUT/$name.log" | grep -E '^\|' | tee -a "$OUT/summary.md"
+}
+epochs eager 150 --set --data.init_args.on_device true
+epochs compiled_networks 150 --set --data.init_args.on_device true --model.init_args.compile_mode reduce-overhead
+epochs compiled_iteration 180 --set --data.init_args.on_device true \
+    --model.init_args.compile_mode reduce-overhead --model.init_args.compile_scope iteration
+
+log "fit on the GPU for one minute (quickstart config), then predict"
+runs=$(mktemp -d)
+timeout 120 python3 main.py fit --config configs/quickstart.yaml --trainer.accelerator gpu \
+    --trainer.max_time 00:00:01:00 --trainer.default_root_dir "$runs" --trainer.enable_progress_bar false \
+    > "$OUT/fit.log" 2>&1
+echo "fit exit $?" | tee -a "$OUT/summary.md"
+timeout 60 python3 main.py predict --config configs/quickstart.yaml --trainer.accelerator gpu \
+    --trainer.default_root_dir "$runs" --ckpt_path last --samples_dir "$OUT/predictions" > "$OUT/predict.log" 2>&1
+echo "predict exit $?" | tee -a "$OUT/summary.md"
+cp "$OUT/predictions/grid.png" "$OUT/predict_grid.png" 2>/dev/null
+rm -rf "$OUT/predictions"
