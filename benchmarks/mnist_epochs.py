@@ -8,8 +8,8 @@
 This is issue #5's GPU target (≥ 2,000 iterations/s of batch 64 on an H100, 100 epochs of MNIST in
 under a minute) as one command. It runs what a user runs, `main.py fit --config configs/mnist.yaml`,
 for `--epochs` adversarial epochs (pretraining off) with iterations of `--batch_size` images,
-`--iterations_per_batch` of them per loaded batch; checkpoints, sample grids, logging and the
-(metric-free) validation loop stay as in any run. Without the MNIST files in `--data_dir` (a machine
+`--iterations_per_batch` of them per loaded batch; checkpoints, sample grids and logging stay as in
+any run (which skips the metric-free validation loops). Without the MNIST files in `--data_dir` (a machine
 without internet) it trains on a stand-in of as many images: the offline sample tiled, which costs
 the same per iteration. Prints the seconds of the training epochs, iterations/s after `--warmup`
 loaded batches (compiling and CUDA-graph capture happen there), and the whole command's seconds.

@@ -17,9 +17,9 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from shortgan.callbacks import SampleGrids, SampleWriter
+from shortgan.callbacks import SampleGrids, SampleWriter, SkipIdleValidation
 from shortgan.errors import UserError
-from shortgan.safety import AtomicCheckpointIO, DivergenceGuard, InterruptCheckpoint, RNGState
+from shortgan.safety import AtomicCheckpointIO, DivergenceGuard, InterruptCheckpoint, RNGState, RunCheckpoint
 
 
 _VERSION_ENV = "SHORTGAN_RUN_VERSION"
@@ -69,9 +69,9 @@ def claim_version(run_root: Path) -> str:
 class ShortGANCLI(LightningCLI):
     """LightningCLI that stores each run in `<default_root_dir>/<run_name>/version_N/`.
 
-    That folder holds the TensorBoard events, `config.yaml`, `checkpoints/` (last.ckpt and periodic
-    ones) and `samples/`. `--ckpt_path last` resumes the newest run of `run_name`, writing into its
-    folder so TensorBoard curves continue.
+    That folder holds the TensorBoard events, `config.yaml`, `checkpoints/` (the newest epoch's
+    checkpoint, `last.ckpt` as a hard link to it, and periodic ones) and `samples/`. `--ckpt_path
+    last` resumes the newest run of `run_name`, writing into its folder so TensorBoard curves continue.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -86,17 +86,21 @@ class ShortGANCLI(LightningCLI):
         )  # fmt: skip
         # Two checkpoint callbacks: last.ckpt after every epoch (for resume), and a kept copy every
         # 10 epochs. One callback cannot do both: it writes last.ckpt only when it saves a top-k
-        # checkpoint, so `checkpoint` keeps its newest epoch (top 1, no monitor) beside last.ckpt.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(ModelCheckpoint, "periodic_checkpoint")
+        # checkpoint, so `checkpoint` keeps its newest epoch (top 1, no monitor), and last.ckpt is
+        # a hard link to that file (save_last: link), not a second copy of it.
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "periodic_checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": "link",
                 "checkpoint.save_top_k": 1,
+                # At the epoch's end, not the validation's: SkipIdleValidation skips idle validation loops.
+                "checkpoint.save_on_train_epoch_end": True,
                 "periodic_checkpoint.every_n_epochs": 10,
                 "periodic_checkpoint.save_top_k": -1,
                 "periodic_checkpoint.filename": "epoch={epoch:04d}",
                 "periodic_checkpoint.auto_insert_metric_name": False,
+                "periodic_checkpoint.save_on_train_epoch_end": True,
                 "trainer.default_root_dir": "runs",
             }
         )
@@ -145,7 +149,7 @@ class ShortGANCLI(LightningCLI):
                 save_dir=cfg.trainer.default_root_dir, name=cfg.run_name, version=version, default_hp_metric=False
             )
         if self.subcommand == "fit":
-            kwargs["callbacks"] = [*(cfg.trainer.callbacks or []), RNGState()]
+            kwargs["callbacks"] = [*(cfg.trainer.callbacks or []), RNGState(), SkipIdleValidation()]
         plugins = cfg.trainer.plugins or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):

@@ -20,6 +20,7 @@ from shortgan.evaluation import SampleQuality
 from shortgan.generator_system import GeneratorSystem
 from shortgan.iteration import AdversarialIteration, unsupported_optimizer
 from shortgan.pretraining import Pairing, pretraining_loss
+from shortgan.schedules import ProgressLR, adversarial_progress, training_timer
 
 Loss = Literal["bce", "minimax", "lsgan", "wgan", "wgan_gp", "hinge"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
@@ -56,9 +57,13 @@ class GAN(GeneratorSystem):
         real_label: D's target for real images with `bce`/`minimax` (0.9 = one-sided label smoothing).
         fake_label: D's target for generated images with `bce`/`minimax`.
         instance_noise: std of the Gaussian noise added to images D sees (0 turns it off).
-        instance_noise_epochs: let that std fall linearly to 0 over this many adversarial epochs
-            (it is `instance_noise` in the first one); None keeps it constant. Noise steadies the
-            start, but it also hides speckle fainter than itself from D, so G never removes it.
+        instance_noise_fade: let that std fall linearly to 0 over this fraction of the adversarial
+            training (1.0: it reaches 0 on the run's last batch, whether `trainer.max_epochs` or
+            `trainer.max_time` ends the run, whichever comes first); None keeps it constant. Noise
+            steadies the start, but it also hides speckle fainter than itself from D, so G never
+            removes it.
+        instance_noise_epochs: the older, epoch-counted form of `instance_noise_fade`: the std falls
+            to 0 over this many adversarial epochs, however long the run is.
         noise_fakes: add that noise to generated images too, not only to real ones. Noise on real
             images alone lets D tell them apart by their noise instead of their content.
         pretrain_epochs: epochs of Smooth-L1 pretraining before adversarial training.
@@ -115,6 +120,7 @@ class GAN(GeneratorSystem):
         real_label: float = 0.9,
         fake_label: float = 0.0,
         instance_noise: float = 0.1,
+        instance_noise_fade: Optional[float] = None,
         instance_noise_epochs: Optional[int] = None,
         noise_fakes: bool = True,
         pretrain_epochs: int = 0,
@@ -148,6 +154,10 @@ class GAN(GeneratorSystem):
             raise UserError(f"model.instance_noise must be >= 0, got {instance_noise}")
         if instance_noise_epochs is not None and instance_noise_epochs < 1:
             raise UserError(f"model.instance_noise_epochs must be at least 1 (or null), got {instance_noise_epochs}")
+        if instance_noise_fade is not None and not 0 < instance_noise_fade <= 1:
+            raise UserError(f"model.instance_noise_fade must be in (0, 1] (or null), got {instance_noise_fade}")
+        if instance_noise_fade is not None and instance_noise_epochs is not None:
+            raise UserError("model.instance_noise_fade and model.instance_noise_epochs both set: keep one")
         # Networks and factories are not plain data; the CLI's config.yaml records them.
         self.save_hyperparameters(
             ignore=[
@@ -177,6 +187,8 @@ class GAN(GeneratorSystem):
         # The average is a submodule, so it is saved in checkpoints and moves with the model.
         self.generator_ema = ExponentialMovingAverage(generator, ema_decay) if ema_decay is not None else None
         self.iteration: Optional[AdversarialIteration] = None  # built in on_train_start, if asked for
+        self.progress = 0.0  # of the adversarial training, by the end of the current batch
+        self.adversarial_started_at: Optional[float] = None  # on the max_time Timer's clock
 
     def sampling_generator(self) -> nn.Module:
         return self.generator_ema.module if self.generator_ema is not None else self.generator
@@ -269,13 +281,22 @@ class GAN(GeneratorSystem):
             torch.manual_seed(int(stream.generate_state(1)[0]))
         self.latest = {}  # pretraining and adversarial epochs log different curves
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        timer = training_timer(self.trainer)
+        if timer is not None and not self.pretraining and self.adversarial_started_at is None:
+            self.adversarial_started_at = timer.time_elapsed("train")
+        started_at = self.adversarial_started_at or 0.0
+        self.progress = adversarial_progress(self.trainer, self.hparams.pretrain_epochs, batch_idx, started_at)
+
     def instance_noise_std(self) -> float:
-        """The std of the noise on D's inputs in the current epoch."""
+        """The std of the noise on D's inputs in the current batch."""
         hp = self.hparams
-        if hp.instance_noise_epochs is None:
-            return hp.instance_noise
-        adversarial_epoch = max(0, self.current_epoch - hp.pretrain_epochs)
-        return hp.instance_noise * max(0.0, 1.0 - adversarial_epoch / hp.instance_noise_epochs)
+        if hp.instance_noise_fade is not None:
+            return hp.instance_noise * max(0.0, 1.0 - self.progress / hp.instance_noise_fade)
+        if hp.instance_noise_epochs is not None:
+            adversarial_epoch = max(0, self.current_epoch - hp.pretrain_epochs)
+            return hp.instance_noise * max(0.0, 1.0 - adversarial_epoch / hp.instance_noise_epochs)
+        return hp.instance_noise
 
     def _noisy(self, images: torch.Tensor, fake: bool = False) -> torch.Tensor:
         std = self.instance_noise_std()
@@ -402,6 +423,8 @@ class GAN(GeneratorSystem):
             return
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            if isinstance(scheduler, ProgressLR):
+                scheduler.progress = self.progress
             scheduler.step()
 
     # ---- validation: sample quality ---------------------------------------------------------
@@ -409,7 +432,8 @@ class GAN(GeneratorSystem):
     # `self.quality` (shortgan/evaluation.py); the other validation epochs cost one loop over the
     # in-memory loader. `validate` and `test` always evaluate.
 
-    def _evaluating(self) -> bool:
+    def evaluates_this_epoch(self) -> bool:
+        """Whether this epoch's validation (or this validate/test run) computes the quality metrics."""
         if not self.quality or self.trainer.sanity_checking:
             return False
         if self.trainer.state.fn != "fit":
@@ -418,7 +442,7 @@ class GAN(GeneratorSystem):
         return epoch % self.hparams.eval_every_n_epochs == 0 or epoch == self.trainer.max_epochs
 
     def _start_evaluation(self, split: str) -> None:
-        self._evaluate = self._evaluating()
+        self._evaluate = self.evaluates_this_epoch()
         if self._evaluate:
             self.quality.start(split, self.device)
             self._eval_left = math.ceil(self.hparams.num_eval_samples / self.trainer.world_size)
@@ -458,8 +482,17 @@ class GAN(GeneratorSystem):
 
     # ---- checkpoints -------------------------------------------------------------------------
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Where the adversarial phase began on the Timer's clock: time-keyed schedules go on from it.
+        checkpoint["adversarial_started_at"] = self.adversarial_started_at
+        if not self.pretraining and "optimizer_states" in checkpoint:
+            # Pretraining is over and its optimizer never steps again: its moments (the size of G,
+            # a third of the file) need not be written every epoch.
+            checkpoint["optimizer_states"][2]["state"] = {}
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         require_weights(checkpoint, ("generator.", "discriminator."), "a GAN")
+        self.adversarial_started_at = checkpoint.get("adversarial_started_at")
 
 
 def require_weights(checkpoint: dict[str, Any], prefixes: tuple[str, ...], what: str) -> None:

@@ -1,0 +1,55 @@
+"""Schedules keyed on how far training has come, so they end with the run however it is bounded."""
+
+from typing import Optional
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Timer
+
+
+def training_timer(trainer: L.Trainer) -> Optional[Timer]:
+    """Lightning's Timer callback, which the Trainer adds when `max_time` is set."""
+    return next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+
+
+def adversarial_progress(trainer: L.Trainer, pretrain_epochs: int, batch_idx: int, started_at: float = 0.0) -> float:
+    """The fraction of the adversarial training done once batch `batch_idx` of this epoch ends.
+
+    The larger of two readings: by epochs (`trainer.max_epochs`, counting the batches of the current
+    epoch) and by time (`trainer.max_time`, on Lightning's Timer clock from `started_at`, where the
+    adversarial phase began). 0 during pretraining; 1 on the last batch of an epoch-bounded run, and
+    within a batch's time of 1 when time ends a time-bounded one.
+    """
+    epoch = trainer.current_epoch - pretrain_epochs
+    if epoch < 0:
+        return 0.0
+    readings = [0.0]
+    batches = trainer.num_training_batches
+    if trainer.max_epochs is not None and trainer.max_epochs > pretrain_epochs and batches not in (0, float("inf")):
+        readings.append((epoch + (batch_idx + 1) / batches) / (trainer.max_epochs - pretrain_epochs))
+    timer = training_timer(trainer)
+    remaining = timer.time_remaining("train") if timer is not None else None
+    if remaining is not None:
+        elapsed = timer.time_elapsed("train")
+        readings.append((elapsed - started_at) / max(elapsed + remaining - started_at, 1e-9))
+    return min(1.0, max(readings))
+
+
+class ProgressLR(torch.optim.lr_scheduler.LRScheduler):
+    """Scales the learning rate linearly from 1 to `end_factor` over the adversarial training's
+    progress (see `adversarial_progress`): the decay ends with the run, bounded by epochs or by time.
+
+    `GAN` sets `progress` before stepping it at the end of each adversarial epoch.
+
+    Args:
+        optimizer: the optimizer whose learning rate it scales.
+        end_factor: the factor reached at the end of training.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, end_factor: float = 0.1) -> None:
+        self.end_factor = end_factor
+        self.progress = 0.0
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        return [base * (1.0 + (self.end_factor - 1.0) * self.progress) for base in self.base_lrs]

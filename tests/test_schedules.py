@@ -1,0 +1,67 @@
+"""Schedules keyed on training progress end with the run, whether epochs or time bound it."""
+
+import time
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+
+from shortgan.errors import UserError
+from shortgan.schedules import ProgressLR
+from test_gan import FixedBatch, RecordingDiscriminator, fit, small_gan
+
+
+def real_batch_stds(d: RecordingDiscriminator) -> list[float]:
+    # Images are zeros, so the std of a D step's real batch is the instance noise's std; with
+    # g_steps=1 and noise_fakes off, D sees real, fake, fake (the G step's) per iteration.
+    return [x.std().item() for x in d.seen[0::3]]
+
+
+def test_an_epoch_bounded_run_fades_the_noise_to_zero_on_its_last_batch():
+    d = RecordingDiscriminator()
+    model = small_gan(discriminator=d, g_steps=1, instance_noise=0.4, instance_noise_fade=1.0, noise_fakes=False,
+                      pretrain_epochs=1)  # fmt: skip
+    fit(model, torch.zeros(16, 1, 28, 28), epochs=3, batches=2)  # 1 pretraining + 2 adversarial epochs of 2 batches
+    # Progress by the end of each adversarial batch: 1/4, 2/4, 3/4, 4/4.
+    assert real_batch_stds(d) == pytest.approx([0.3, 0.2, 0.1, 0.0], abs=0.02)
+
+
+def test_a_fade_over_half_the_run_reaches_zero_halfway():
+    d = RecordingDiscriminator()
+    model = small_gan(discriminator=d, g_steps=1, instance_noise=0.4, instance_noise_fade=0.5, noise_fakes=False)
+    fit(model, torch.zeros(16, 1, 28, 28), epochs=4)
+    assert real_batch_stds(d) == pytest.approx([0.2, 0.0, 0.0, 0.0], abs=0.02)
+
+
+class Slow(L.Callback):
+    """Makes every batch last at least `seconds`, so a time-bounded run has a known pace."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args) -> None:
+        time.sleep(self.seconds)
+
+
+@pytest.mark.parametrize("bound", ["epochs", "time"])
+def test_noise_and_learning_rate_schedules_end_with_the_run_however_it_is_bounded(bound):
+    d = RecordingDiscriminator()
+    model = small_gan(discriminator=d, g_steps=1, instance_noise=0.4, instance_noise_fade=1.0, noise_fakes=False,
+                      generator_scheduler=partial(ProgressLR, end_factor=0.1))  # fmt: skip
+    limits = {"max_epochs": 20} if bound == "epochs" else {"max_time": {"seconds": 2}, "max_epochs": -1}
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[Slow(0.05)], **limits)  # fmt: skip
+    trainer.fit(model, FixedBatch(torch.zeros(8, 1, 28, 28)))
+    stds = real_batch_stds(d)
+    assert len(stds) >= 10 and stds[0] > 0.35  # it started near full strength …
+    assert stds[-1] < 0.04  # … and ended within a batch of 0
+    base = 1e-3  # torch.optim.Adam's default
+    assert model.optimizers()[0].param_groups[0]["lr"] == pytest.approx(0.1 * base, rel=0.1)
+
+
+def test_the_epoch_counted_fade_keeps_its_meaning_and_the_two_forms_exclude_each_other():
+    with pytest.raises(UserError, match="instance_noise_fade and model.instance_noise_epochs"):
+        small_gan(instance_noise_fade=1.0, instance_noise_epochs=10)
+    with pytest.raises(UserError, match="instance_noise_fade must be in"):
+        small_gan(instance_noise_fade=0.0)
