@@ -10,7 +10,8 @@ import time
 import torch
 
 from shortgan.data import load_mnist_sample, to_unit_range
-from shortgan.evaluation import DomainQuality, load_classifier
+from shortgan.evaluation import DomainQuality
+from shortgan.judge import load_classifier
 from shortgan.networks import DigitClassifier, ShortGANGenerator
 
 

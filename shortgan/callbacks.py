@@ -80,7 +80,7 @@ class SampleGrids(Callback):
         for logger in trainer.loggers:
             # Keyed on the epoch, not global_step: manual optimisation makes several steps a batch.
             writer = getattr(logger.experiment, "file_writer", None)  # a TensorBoard SummaryWriter's
-            if writer is not None:
+            if hasattr(writer, "add_summary"):  # (fast_dev_run's dummy logger answers any name with a function)
                 writer.add_summary(Summary(value=[Summary.Value(tag="samples/fixed_noise", image=image)]), epoch)
             elif hasattr(logger.experiment, "add_image"):
                 logger.experiment.add_image("samples/fixed_noise", grid, global_step=epoch)

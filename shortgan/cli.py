@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import lightning as L
 import torch
-from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.accelerators import AcceleratorRegistry, CPUAccelerator, CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -38,6 +38,39 @@ def latest_checkpoint(root: str, run_name: str) -> Path:
             f"Train first, or pass a checkpoint's path."
         )
     return candidates[-1]
+
+
+def check_accelerator(accelerator: Any) -> None:
+    """Raise a UserError if `--trainer.accelerator` names a kind of device this machine does not have."""
+    if not isinstance(accelerator, str) or accelerator == "auto":
+        return
+    name = accelerator.lower()
+    if name == "gpu":
+        available = CUDAAccelerator.is_available() or MPSAccelerator.is_available()
+    elif name in AcceleratorRegistry:
+        available = AcceleratorRegistry[name]["accelerator"].is_available()
+    else:
+        return  # Lightning refuses an unknown name with the list of valid ones.
+    if not available:
+        raise UserError(
+            f"--trainer.accelerator {accelerator}: this machine has no {name} device that PyTorch can use. "
+            f"Pass --trainer.accelerator cpu, or auto (a GPU where there is one, else the CPU)."
+        )
+
+
+def check_readable(ckpt: Path) -> None:
+    """Raise a UserError if the checkpoint at `ckpt` cannot be loaded (truncated, damaged, not a checkpoint)."""
+    try:
+        # The same load Lightning does later (15 ms for a quickstart checkpoint): a file that passes here
+        # loads there too. Damage inside a tensor's bytes goes unnoticed: torch checks no checksums.
+        torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first_line = str(err).strip().split("\n")[0].split(". ")[0]
+        detail = f"{type(err).__name__}: {first_line}" if first_line else type(err).__name__
+        raise UserError(
+            f"--ckpt_path: {ckpt} is not a readable checkpoint; it may be truncated or damaged ({detail}). "
+            f"Pass a complete checkpoint, e.g. the run's last.ckpt or an epoch=N.ckpt."
+        ) from err
 
 
 def ensure_writable(folder: Path, argument: str) -> None:
@@ -107,8 +140,17 @@ class ShortGANCLI(LightningCLI):
         parser.add_lightning_class_args(SampleGrids, "sample_grids")
         parser.add_lightning_class_args(DivergenceGuard, "divergence_guard")
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI merges a `--ckpt_path FILE`'s saved hyperparameters over the parsed config, so the
+        # checkpoint silently won over `--model.*` flags and --config files (and `last`, resolved below
+        # after that merge, did not). Here the config and the command line alone build the model, for a
+        # path and `last` alike; the checkpoint gives weights and training state. To rebuild a run's
+        # model as it was, pass its config.yaml: `--config runs/<run_name>/version_N/config.yaml`.
+        pass
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
+        check_accelerator(cfg.trainer.accelerator)
         root = cfg.trainer.default_root_dir
         if cfg.get("ckpt_path") == "last":
             cfg.ckpt_path = str(latest_checkpoint(root, cfg.run_name))
@@ -118,6 +160,7 @@ class ShortGANCLI(LightningCLI):
         ckpt = Path(ckpt)
         if not ckpt.is_file():
             raise UserError(f"--ckpt_path: no file at {ckpt}")
+        check_readable(ckpt)
         # A checkpoint inside <root>/<run_name>/version_N/checkpoints/ resumes into version_N.
         if self.subcommand == "fit" and ckpt.parent.name == "checkpoints":
             run = ckpt.parent.parent
@@ -162,7 +205,9 @@ class ShortGANCLI(LightningCLI):
             )
         if self.subcommand == "fit" and cfg.trainer.enable_checkpointing is not False:
             # Appended last, so that trainer.checkpoint_callback stays the `checkpoint` ModelCheckpoint.
-            run = Path(trainer.logger.log_dir) if trainer.logger else Path(cfg.trainer.default_root_dir)
+            # fast_dev_run swaps in a dummy logger without a folder.
+            log_dir = trainer.logger.log_dir if trainer.logger else None
+            run = Path(log_dir) if log_dir else Path(cfg.trainer.default_root_dir)
             trainer.callbacks.append(InterruptCheckpoint(run / "checkpoints", "interrupted"))
         return trainer
 
@@ -199,3 +244,9 @@ def cli_main(args: Optional[list[str]] = None) -> Optional[ShortGANCLI]:
             raise
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def main() -> None:
+    """The `shortgan` command: `cli_main` without its return value, which the console script would
+    pass to `sys.exit` (an object there prints its repr and exits with status 1)."""
+    cli_main()

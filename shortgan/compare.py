@@ -26,27 +26,8 @@ from shortgan import metrics
 from shortgan.cli import ShortGANCLI
 from shortgan.data import DatasetName, ImageDataModule
 from shortgan.errors import UserError
+from shortgan.judge import load_classifier
 from shortgan.networks import DigitClassifier
-
-
-def load_classifier(path: str) -> DigitClassifier:
-    """A DigitClassifier from its state_dict, or from a Lightning checkpoint whose keys start with `network.`.
-
-    The layer sizes are read from the weights, so any `channels`/`feature_dim`/`num_classes` loads.
-    """
-    if not Path(path).is_file():
-        raise UserError(f"--classifier: no file at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" in state:
-        state = {k[len("network.") :]: v for k, v in state["state_dict"].items() if k.startswith("network.")}
-    if "body.0.weight" not in state or "head.1.weight" not in state:
-        raise UserError(
-            f"--classifier: {path} holds no DigitClassifier weights (a state_dict or a `network.` checkpoint)"
-        )
-    num_classes, feature_dim = state["head.1.weight"].shape
-    classifier = DigitClassifier(num_classes, channels=state["body.0.weight"].size(0), feature_dim=feature_dim)
-    classifier.load_state_dict(state)
-    return classifier.eval()
 
 
 @torch.no_grad()
@@ -183,7 +164,7 @@ def compare(
     data_dir: str = "data", points: int = 5, num_samples: int = 1000, accelerator: str = "auto", command: str = "",
 ) -> dict[str, dict]:  # fmt: skip
     """Train and evaluate every config; write the report into `out`; return the results."""
-    judge_net = load_classifier(classifier)
+    judge_net = load_classifier(classifier, "--classifier")
     data = ImageDataModule(dataset, data_dir)
     data.prepare_data()
     data.setup("test")

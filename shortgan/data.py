@@ -163,7 +163,8 @@ class ImageDataModule(L.LightningDataModule):
         self.train_set: Optional[InMemoryImages] = None
         self.test_set: Optional[InMemoryImages] = None
 
-    def _load(self, train: bool) -> InMemoryImages:
+    def load_split(self, train: bool) -> InMemoryImages:
+        """The training or test split, loaded from disk (images in [-1, 1], labels)."""
         hp = self.hparams
         if hp.dataset == "mnist_sample":
             images, labels = load_mnist_sample()
@@ -182,9 +183,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:
-            self.train_set = self._load(train=True)
+            self.train_set = self.load_split(train=True)
         if stage in ("fit", "validate", "test") and self.test_set is None:
-            self.test_set = self._load(train=False)
+            self.test_set = self.load_split(train=False)
         if self.hparams.on_device and self.trainer is not None:
             device = self.trainer.strategy.root_device
             for ds in (self.train_set, self.test_set):
@@ -200,6 +201,10 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
             collate_fn=_batch_as_is,
+            # Every DataLoader iterator draws a seed; evaluation loaders draw theirs from their own
+            # generator, so whether an epoch evaluates never changes the training's random stream
+            # (a run resumed after an evaluating epoch draws as a straight one).
+            generator=None if shuffle else torch.Generator().manual_seed(0),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -15,6 +15,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from shortgan import metrics
 from shortgan.errors import UserError
+from shortgan.judge import load_classifier
 
 # What torchmetrics (through torch-fidelity) downloads when no weights path is given.
 INCEPTION_WEIGHTS_URL = (
@@ -71,24 +72,6 @@ class DomainQuality(Metric):
             self.real_features, self.real_logits = real
 
 
-def load_classifier(path: str) -> nn.Module:
-    """The network of a `Classifier` checkpoint trained through the CLI (its hparams rebuild the network)."""
-    from shortgan.classifier import Classifier  # here, not at the top: classifier.py is a LightningModule
-
-    if not Path(path).is_file():
-        raise UserError(f"model.classifier_checkpoint: no file at {path}")
-    try:
-        with warnings.catch_warnings():
-            # Rebuilding passes the network object to save_hyperparameters, which warns about it.
-            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
-            return Classifier.load_from_checkpoint(path, map_location="cpu").network
-    except Exception as err:
-        raise UserError(
-            f"model.classifier_checkpoint: {path} is not a Classifier checkpoint written by "
-            f"`python main.py fit --config configs/classifier_<dataset>.yaml` ({type(err).__name__}: {err})"
-        ) from err
-
-
 def inception_fid_metric(weights: Optional[str] = None, feature: Optional[nn.Module] = None) -> Optional[Metric]:
     """torchmetrics' Inception FID that keeps the real statistics across resets, or None after one
     warning that says how to provide the weights.
@@ -129,15 +112,24 @@ def to_inception_range(images: torch.Tensor) -> torch.Tensor:
     return ((images + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1)
 
 
+def inception_weights_present(weights: Optional[str] = None) -> bool:
+    """Whether InceptionV3's weights are on this machine: the given file, or torch-fidelity's download
+    in torch hub's cache (where a run with internet leaves them)."""
+    if weights is not None:
+        return Path(weights).is_file()
+    return Path(torch.hub.get_dir(), "checkpoints", INCEPTION_WEIGHTS_URL.rsplit("/", 1)[1]).is_file()
+
+
 class SampleQuality:
     """The metrics a generator system logs at validation and test.
 
-    `DomainQuality` when a classifier checkpoint is given, Inception FID when asked for. Real-image
-    statistics are computed on the first evaluation of a split and reused on later ones. A plain
-    object, not an `nn.Module`: the frozen networks stay out of the system's checkpoints and summary.
+    `DomainQuality` when a classifier checkpoint is given (or one is added with `add_domain`),
+    Inception FID when asked for. Real-image statistics are computed on the first evaluation of a
+    split and reused on later ones. A plain object, not an `nn.Module`: the frozen networks stay out
+    of the system's checkpoints and summary.
 
     Args:
-        classifier_checkpoint: a `Classifier` checkpoint; None turns the domain metrics off.
+        classifier_checkpoint: a `Classifier` checkpoint; None leaves the domain metrics off.
         inception_fid: compute the standard Inception FID too.
         inception_weights: InceptionV3 weights file for it (see `inception_fid_metric`).
         inception_feature: a stand-in network for InceptionV3 (tests).
@@ -152,18 +144,21 @@ class SampleQuality:
     ) -> None:
         self.metrics: dict[str, Metric] = {}
         if classifier_checkpoint:
-            self.metrics["domain"] = DomainQuality(load_classifier(classifier_checkpoint))
-        else:
-            rank_zero_info(
-                "Domain metrics (val/domain_fid, coverage, precision/recall…) are off: train a classifier with "
-                "configs/classifier_<dataset>.yaml and pass --model.init_args.classifier_checkpoint <best.ckpt>."
-            )
+            self.add_domain(load_classifier(classifier_checkpoint))
         if inception_fid:
-            fid = inception_fid_metric(inception_weights, inception_feature)
-            if fid is not None:
-                self.metrics["fid"] = fid
+            self.add_inception(inception_weights, inception_feature)
         self.real_split: Optional[str] = None  # whose real statistics the metrics hold
         self.collect_real = True
+
+    def add_domain(self, classifier: nn.Module) -> None:
+        """Judge samples with this trained classifier too (val/domain_fid, coverage, precision, recall…)."""
+        self.metrics["domain"] = DomainQuality(classifier)
+
+    def add_inception(self, weights: Optional[str] = None, feature: Optional[nn.Module] = None) -> None:
+        """Compute the standard Inception FID too (val/fid), if InceptionV3 can be had."""
+        fid = inception_fid_metric(weights, feature)
+        if fid is not None:
+            self.metrics["fid"] = fid
 
     def __bool__(self) -> bool:
         return bool(self.metrics)

@@ -109,7 +109,7 @@ def test_validation_runs_only_after_epochs_that_compute_metrics(tmp_path, classi
         return seen.epochs
 
     # No classifier, no Inception FID: no metric, so no validation loop at all.
-    assert run() == []
+    assert run("--model.init_args.classifier_checkpoint", "null") == []
     # Metrics every 2 epochs and after the last: validation after epochs 2 and 3 (0-based 1 and 2).
     metrics = ["--model.init_args.classifier_checkpoint", str(classifier_checkpoint),
                "--model.init_args.eval_every_n_epochs", "2", "--model.init_args.num_eval_samples", "32"]  # fmt: skip

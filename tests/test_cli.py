@@ -164,3 +164,56 @@ def test_an_unwritable_output_folder_ends_in_one_line(tmp_path, monkeypatch, cap
         assert "(Permission denied)" in err and flag in err
     assert not (tmp_path / "runs" / "quickstart").exists() or not any((tmp_path / "runs" / "quickstart").iterdir())
 
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A runs root with one tiny quickstart run trained with g_steps 3 and real_label 0.8 (the config says 2, 0.9)."""
+    root = tmp_path_factory.mktemp("runs")
+    fit(root, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+        "--model.init_args.pretrain_epochs", "0", "--model.init_args.g_steps", "3",
+        "--model.init_args.real_label", "0.8")  # fmt: skip
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ckpt", ["file", "last"])
+def test_the_command_line_and_config_win_over_the_checkpoints_hyperparameters(trained_run, ckpt):
+    path = str(trained_run / "quickstart" / "version_0" / "checkpoints" / "last.ckpt") if ckpt == "file" else "last"
+    cli = cli_main(["validate", *QUICK, "--ckpt_path", path, "--model.init_args.g_steps", "1",
+                    "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(trained_run)])  # fmt: skip
+    assert cli.model.hparams.g_steps == 1  # the command line, not the checkpoint's 3
+    assert cli.model.hparams.real_label == 0.9  # configs/quickstart.yaml, not the checkpoint's 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["first_half", "random_bytes"])
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_a_damaged_checkpoint_ends_in_one_line(trained_run, tmp_path, capsys, subcommand, damage):
+    good = (trained_run / "quickstart" / "version_0" / "checkpoints" / "last.ckpt").read_bytes()
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(good[: len(good) // 2] if damage == "first_half" else torch.randn(1000).numpy().tobytes())
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_:
+        cli_main([subcommand, *QUICK, "--ckpt_path", str(damaged), "--trainer.default_root_dir", str(root)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: --ckpt_path: {damaged} is not a readable checkpoint")
+    assert not root.exists() and not (tmp_path / "predictions").exists()  # refused before writing anything
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_accelerator_without_a_gpu_says_what_to_pass_instead(tmp_path, capsys, accelerator):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", *QUICK, "--trainer.accelerator", accelerator, "--trainer.default_root_dir", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: --trainer.accelerator {accelerator}: ") and "--trainer.accelerator cpu" in err
+
+
+def test_fast_dev_run_runs_a_batch_of_each_loop(tmp_path):
+    # Lightning's dummy logger under fast_dev_run has no folder and answers any attribute.
+    cli = cli_main(["fit", "--config", "configs/quickstart.yaml", "--trainer.fast_dev_run", "true",
+                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 1

@@ -8,7 +8,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.io import decode_png
 
 from shortgan import GAN
-from shortgan.compare import TimedEvaluation, load_classifier, main, sample_quality
+from shortgan.compare import TimedEvaluation, main, sample_quality
+from shortgan.judge import load_classifier
 from shortgan.data import ImageDataModule
 from shortgan.errors import UserError
 from shortgan.networks import DCGANDiscriminator, DigitClassifier, MLPGenerator
@@ -28,7 +29,7 @@ def test_load_classifier_reads_a_state_dict_or_a_network_checkpoint_of_any_size(
     with pytest.raises(UserError, match="holds no DigitClassifier weights"):
         load_classifier(str(tmp_path / "gan.ckpt"))
     with pytest.raises(UserError, match="--classifier: no file at"):
-        load_classifier(str(tmp_path / "missing.pt"))
+        load_classifier(str(tmp_path / "missing.pt"), "--classifier")
 
 
 def test_sample_quality_of_reals_against_themselves_is_perfect():

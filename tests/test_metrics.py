@@ -171,5 +171,5 @@ def test_a_missing_or_wrong_classifier_checkpoint_is_a_user_error(tmp_path):
         SampleQuality(str(tmp_path / "nope.ckpt"))
     bogus = tmp_path / "bogus.ckpt"
     torch.save({"state_dict": {}}, bogus)
-    with pytest.raises(UserError, match="not a Classifier checkpoint"):
+    with pytest.raises(UserError, match="holds no DigitClassifier weights"):
         SampleQuality(str(bogus))
