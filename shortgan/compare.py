@@ -73,6 +73,10 @@ class TimedEvaluation(L.Callback):
     def training_seconds(self) -> float:
         return time.perf_counter() - self.start - self.paused
 
+    def training_clock(self) -> tuple[float, float]:
+        """(seconds trained, the budget): the GAN's progress-keyed schedules end with the budget."""
+        return self.training_seconds(), self.seconds
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.classifier.to(pl_module.device)
         self.real = judge(self.classifier, self.real_images.to(pl_module.device))

@@ -23,7 +23,7 @@ from shortgan.generator_system import GeneratorSystem
 from shortgan.judge import cached_classifier
 from shortgan.iteration import AdversarialIteration, unsupported_optimizer
 from shortgan.pretraining import Pairing, pretraining_loss
-from shortgan.schedules import ProgressLR, adversarial_progress, training_timer
+from shortgan.schedules import ProgressLR, adversarial_progress, training_clock
 
 Loss = Literal["bce", "minimax", "lsgan", "wgan", "wgan_gp", "hinge"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
@@ -198,7 +198,7 @@ class GAN(GeneratorSystem):
         self.generator_ema = ExponentialMovingAverage(generator, ema_decay) if ema_decay is not None else None
         self.iteration: Optional[AdversarialIteration] = None  # built in on_train_start, if asked for
         self.progress = 0.0  # of the adversarial training, by the end of the current batch
-        self.adversarial_started_at: Optional[float] = None  # on the max_time Timer's clock
+        self.adversarial_started_at: Optional[float] = None  # on the training clock (schedules.py)
 
     def sampling_generator(self) -> nn.Module:
         return self.generator_ema.module if self.generator_ema is not None else self.generator
@@ -314,9 +314,9 @@ class GAN(GeneratorSystem):
         self.latest = {}  # pretraining and adversarial epochs log different curves
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        timer = training_timer(self.trainer)
-        if timer is not None and not self.pretraining and self.adversarial_started_at is None:
-            self.adversarial_started_at = timer.time_elapsed("train")
+        clock = training_clock(self.trainer)
+        if clock is not None and not self.pretraining and self.adversarial_started_at is None:
+            self.adversarial_started_at = clock[0]
         started_at = self.adversarial_started_at or 0.0
         self.progress = adversarial_progress(self.trainer, self.hparams.pretrain_epochs, batch_idx, started_at)
 
@@ -515,7 +515,7 @@ class GAN(GeneratorSystem):
     # ---- checkpoints -------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Where the adversarial phase began on the Timer's clock: time-keyed schedules go on from it.
+        # Where the adversarial phase began on the training clock: time-keyed schedules go on from it.
         checkpoint["adversarial_started_at"] = self.adversarial_started_at
         if not self.pretraining and "optimizer_states" in checkpoint:
             # Pretraining is over and its optimizer never steps again: its moments (the size of G,

@@ -7,16 +7,30 @@ import torch
 from lightning.pytorch.callbacks import Timer
 
 
-def training_timer(trainer: L.Trainer) -> Optional[Timer]:
-    """Lightning's Timer callback, which the Trainer adds when `max_time` is set."""
-    return next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+def training_clock(trainer: L.Trainer) -> Optional[tuple[float, float]]:
+    """(seconds trained so far, seconds the run may train) when time bounds the run, else None.
+
+    The clock is a callback's `training_clock()` method where one has it (`shortgan.compare` bounds
+    each recipe by training time, evaluations excluded), else Lightning's Timer, which the Trainer
+    adds for `max_time`.
+    """
+    for callback in trainer.callbacks:
+        clock = getattr(callback, "training_clock", None)
+        if callable(clock):
+            return clock()
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining("train") if timer is not None else None
+    if remaining is None:
+        return None
+    elapsed = timer.time_elapsed("train")
+    return elapsed, elapsed + remaining
 
 
 def adversarial_progress(trainer: L.Trainer, pretrain_epochs: int, batch_idx: int, started_at: float = 0.0) -> float:
     """The fraction of the adversarial training done once batch `batch_idx` of this epoch ends.
 
     The larger of two readings: by epochs (`trainer.max_epochs`, counting the batches of the current
-    epoch) and by time (`trainer.max_time`, on Lightning's Timer clock from `started_at`, where the
+    epoch) and by time (`training_clock`, from `started_at`, the clock's reading when the
     adversarial phase began). 0 during pretraining; 1 on the last batch of an epoch-bounded run, and
     within a batch's time of 1 when time ends a time-bounded one.
     """
@@ -27,11 +41,10 @@ def adversarial_progress(trainer: L.Trainer, pretrain_epochs: int, batch_idx: in
     batches = trainer.num_training_batches
     if trainer.max_epochs is not None and trainer.max_epochs > pretrain_epochs and batches not in (0, float("inf")):
         readings.append((epoch + (batch_idx + 1) / batches) / (trainer.max_epochs - pretrain_epochs))
-    timer = training_timer(trainer)
-    remaining = timer.time_remaining("train") if timer is not None else None
-    if remaining is not None:
-        elapsed = timer.time_elapsed("train")
-        readings.append((elapsed - started_at) / max(elapsed + remaining - started_at, 1e-9))
+    clock = training_clock(trainer)
+    if clock is not None:
+        elapsed, total = clock
+        readings.append((elapsed - started_at) / max(total - started_at, 1e-9))
     return min(1.0, max(readings))
 
 

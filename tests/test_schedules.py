@@ -66,3 +66,28 @@ def test_the_epoch_counted_fade_keeps_its_meaning_and_the_two_forms_exclude_each
         small_gan(instance_noise_fade=1.0, instance_noise_epochs=10)
     with pytest.raises(UserError, match="instance_noise_fade must be in"):
         small_gan(instance_noise_fade=0.0)
+
+
+class BatchBudget(L.Callback):
+    """A run bounded by a clock of its own (as shortgan.compare's, which leaves evaluations out):
+    here one 'second' per batch, 10 in all."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        self.batches += 1
+        trainer.should_stop = self.batches >= 10
+
+    def training_clock(self) -> tuple[float, float]:
+        return float(self.batches), 10.0
+
+
+def test_a_callback_s_own_training_clock_drives_the_schedules():
+    d = RecordingDiscriminator()
+    model = small_gan(discriminator=d, g_steps=1, instance_noise=0.4, instance_noise_fade=1.0, noise_fakes=False)
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[BatchBudget()])  # fmt: skip
+    trainer.fit(model, FixedBatch(torch.zeros(8, 1, 28, 28)))
+    # The clock reads k 'seconds' when batch k starts.
+    assert real_batch_stds(d) == pytest.approx([0.4 * (1 - k / 10) for k in range(10)], abs=0.01)
