@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from shortgan.errors import UserError
 from shortgan.networks import DigitClassifier
@@ -102,9 +102,15 @@ def cached_classifier(
     note = ""
     if test is not None:
         note = f", {accuracy(classifier, test[0].cpu(), test[1].cpu()):.1%} accuracy on the test split"
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"state_dict": {f"network.{k}": v for k, v in classifier.state_dict().items()}}, tmp)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": {f"network.{k}": v for k, v in classifier.state_dict().items()}}, tmp)
+        tmp.replace(path)
+    except OSError as err:
+        # A read-only data folder: judge this run anyway, and say how to keep the classifier.
+        rank_zero_warn(f"Could not cache the domain classifier at {path} ({err.strerror or err}): it is trained "
+                       f"again next run; pass one with --model.init_args.classifier_checkpoint to avoid that.")  # fmt: skip
+        return classifier
     rank_zero_info(f"Trained the domain classifier for {name} on {len(images):,} images{note}; cached at {path}.")
     return classifier

@@ -85,3 +85,12 @@ def test_a_gan_run_logs_domain_fid_to_tensorboard_out_of_the_box(tiny_idx_root, 
     cli_main([*args, "--model.init_args.classifier_checkpoint", "null"])
     events = EventAccumulator(str(tmp_path / "runs" / "mnist" / "version_1")).Reload()
     assert "val/domain_fid" not in events.Tags()["scalars"]
+
+
+def test_a_data_folder_it_cannot_write_to_still_gets_its_classifier(tmp_path):
+    # Root may write into read-only folders; a path through a file fails for anyone.
+    blocked = tmp_path / "a_file"
+    blocked.write_bytes(b"")
+    with pytest.warns(UserWarning, match="Could not cache the domain classifier"):
+        classifier = cached_classifier(blocked / "classifiers", "toy", labelled(32, seed=0))
+    assert classifier is not None and blocked.is_file()
