@@ -29,7 +29,7 @@ import yaml
 
 from benchmarks.mnist_epochs import stand_in_mnist
 from benchmarks.recipe_speed import read_clock
-from shortgan.cli import ShortGANCLI
+from shortgan.cli import build_cli
 from shortgan.data import has_raw_files
 
 # What each breakdown row switches off, as CLI arguments.
@@ -73,12 +73,12 @@ def epoch_gaps(config: str, epochs: int, batches: int, accelerator: str, extra: 
     clock = EpochGapClock()
     # The progress bar draws as in any run, into /dev/null instead of over this script's table.
     with tempfile.TemporaryDirectory(dir=root) as runs, open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-        ShortGANCLI(
-            args=["fit", "--config", config, "--model.init_args.pretrain_epochs", "0",
-                  "--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", str(batches),
-                  "--trainer.accelerator", accelerator, "--trainer.default_root_dir", runs,
-                  "--trainer.enable_model_summary", "false", *extra],
-            subclass_mode_model=True, subclass_mode_data=True, trainer_defaults={"callbacks": [clock]},
+        build_cli(
+            ["fit", "--config", config, "--model.init_args.pretrain_epochs", "0",
+             "--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", str(batches),
+             "--trainer.accelerator", accelerator, "--trainer.default_root_dir", runs,
+             "--trainer.enable_model_summary", "false", *extra],
+            trainer_defaults={"callbacks": [clock]},
         )  # fmt: skip
     return clock.gaps
 

@@ -17,7 +17,7 @@ import torch
 from benchmarks.recipe_speed import BatchClock
 from shortgan import losses
 from shortgan.averaging import ExponentialMovingAverage
-from shortgan.cli import ShortGANCLI
+from shortgan.cli import build_cli
 
 
 def plain_loop(model, loader, batches: int, warmup: int) -> float:
@@ -69,11 +69,11 @@ def lightning_loop(config: str, batches: int, warmup: int, extra: list[str]) -> 
     # As many epochs as it takes (an epoch of the MNIST sample is 125 batches of 32); the clock stops the run.
     clock = BatchClock(warmup, batches)
     with tempfile.TemporaryDirectory() as root:
-        ShortGANCLI(
-            args=["fit", "--config", config, "--model.init_args.pretrain_epochs", "0", "--trainer.max_epochs", "-1",
-                  "--trainer.accelerator", "cpu", "--trainer.default_root_dir", root,
-                  "--trainer.limit_val_batches", "0", "--trainer.enable_model_summary", "false", *extra],
-            subclass_mode_model=True, subclass_mode_data=True, trainer_defaults={"callbacks": [clock]},
+        build_cli(
+            ["fit", "--config", config, "--model.init_args.pretrain_epochs", "0", "--trainer.max_epochs", "-1",
+             "--trainer.accelerator", "cpu", "--trainer.default_root_dir", root,
+             "--trainer.limit_val_batches", "0", "--trainer.enable_model_summary", "false", *extra],
+            trainer_defaults={"callbacks": [clock]},
         )  # fmt: skip
     return clock.rate
 
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--lightning_args", nargs="*", default=[], help="extra CLI arguments for the Lightning run")
     args = parser.parse_args()
-    cli = ShortGANCLI(args=["--config", args.config], run=False, subclass_mode_model=True, subclass_mode_data=True)
+    cli = build_cli(["--config", args.config], run=False)
     cli.datamodule.setup("fit")
     loader = cli.datamodule.train_dataloader()
     plain, lightning = [], []

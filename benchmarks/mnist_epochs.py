@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.recipe_speed import BatchClock, read_clock
-from shortgan.cli import ShortGANCLI
+from shortgan.cli import build_cli
 from shortgan.data import has_raw_files, load_mnist_sample, write_idx
 
 
@@ -77,15 +77,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             stand_in_mnist(Path(root), args.train_images)
         clock = EpochClock(args.warmup)
         began = time.perf_counter()
-        ShortGANCLI(
-            args=["fit", "--config", args.config, "--data.init_args.dataset", "mnist",
-                  "--data.init_args.data_dir", data_dir, "--data.init_args.download", "false",
-                  "--data.init_args.batch_size", str(args.batch_size * k),
-                  "--model.init_args.iterations_per_batch", str(k), "--model.init_args.pretrain_epochs", "0",
-                  "--trainer.max_epochs", str(args.epochs), "--trainer.accelerator", args.accelerator,
-                  "--trainer.default_root_dir", str(Path(root, "runs")), "--trainer.enable_progress_bar", "false",
-                  *args.set],
-            subclass_mode_model=True, subclass_mode_data=True, trainer_defaults={"callbacks": [clock]},
+        build_cli(
+            ["fit", "--config", args.config, "--data.init_args.dataset", "mnist",
+             "--data.init_args.data_dir", data_dir, "--data.init_args.download", "false",
+             "--data.init_args.batch_size", str(args.batch_size * k),
+             "--model.init_args.iterations_per_batch", str(k), "--model.init_args.pretrain_epochs", "0",
+             "--trainer.max_epochs", str(args.epochs), "--trainer.accelerator", args.accelerator,
+             "--trainer.default_root_dir", str(Path(root, "runs")), "--trainer.enable_progress_bar", "false",
+             *args.set],
+            trainer_defaults={"callbacks": [clock]},
         )  # fmt: skip
         whole = time.perf_counter() - began
     iterations = clock.seen * k

@@ -18,7 +18,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from shortgan.cli import ShortGANCLI
+from shortgan.cli import build_cli
 
 
 def read_clock(module: L.LightningModule) -> float:
@@ -77,13 +77,13 @@ def main() -> None:
         # The clock stops the run, however many epochs that takes; no validation inside the timing.
         clock = BatchClock(args.warmup, args.batches)
         with tempfile.TemporaryDirectory() as root:
-            cli = ShortGANCLI(
+            cli = build_cli(
                 args=["fit", "--config", config, "--data.init_args.dataset", "mnist_sample",
                       "--model.init_args.pretrain_epochs", "0", "--trainer.limit_val_batches", "0",
                       "--trainer.max_epochs", "-1", "--trainer.accelerator", args.accelerator,
                       "--trainer.default_root_dir", root, "--trainer.enable_progress_bar", "false",
                       "--trainer.enable_model_summary", "false", *args.set],
-                subclass_mode_model=True, subclass_mode_data=True, trainer_defaults={"callbacks": [clock]},
+                trainer_defaults={"callbacks": [clock]},
             )  # fmt: skip
         batch = cli.datamodule.hparams.batch_size
         k = cli.model.hparams.get("iterations_per_batch", 1)

@@ -19,7 +19,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from shortgan.cli import ShortGANCLI
+from shortgan.cli import build_cli
 
 
 def rss_mib() -> float:
@@ -70,10 +70,9 @@ class ResourceSampler(L.Callback):
 
 
 def train_classifier(root: str) -> str:
-    cli = ShortGANCLI(
-        args=["fit", "--config", "configs/classifier_quickstart.yaml", "--trainer.default_root_dir", root,
+    cli = build_cli(
+        ["fit", "--config", "configs/classifier_quickstart.yaml", "--trainer.default_root_dir", root,
               "--trainer.enable_progress_bar", "false"],
-        subclass_mode_model=True, subclass_mode_data=True,
     )  # fmt: skip
     return cli.trainer.checkpoint_callback.last_model_path
 
@@ -94,13 +93,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         classifier = args.classifier or train_classifier(root)
         seconds = int(args.minutes * 60)
-        ShortGANCLI(
-            args=["fit", "--config", args.config, "--trainer.default_root_dir", root,
-                  "--trainer.max_epochs", "-1", "--trainer.max_time", f"00:00:{seconds // 60:02d}:{seconds % 60:02d}",
-                  "--trainer.enable_progress_bar", "false",
-                  "--model.init_args.classifier_checkpoint", classifier,
-                  "--model.init_args.eval_every_n_epochs", str(args.eval_every)],
-            subclass_mode_model=True, subclass_mode_data=True, trainer_defaults={"callbacks": [sampler]},
+        build_cli(
+            ["fit", "--config", args.config, "--trainer.default_root_dir", root,
+             "--trainer.max_epochs", "-1", "--trainer.max_time", f"00:00:{seconds // 60:02d}:{seconds % 60:02d}",
+             "--trainer.enable_progress_bar", "false",
+             "--model.init_args.classifier_checkpoint", classifier,
+             "--model.init_args.eval_every_n_epochs", str(args.eval_every)],
+            trainer_defaults={"callbacks": [sampler]},
         )  # fmt: skip
     with open(args.out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(sampler.rows[0]))

@@ -4,8 +4,9 @@ import os
 import signal
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import lightning as L
 import torch
@@ -219,22 +220,21 @@ class ShortGANCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
-def cli_main(args: Optional[list[str]] = None) -> Optional[ShortGANCLI]:
-    """Run the CLI; mistakes a user can fix end in one line on stderr and exit code 2."""
-    torch.set_float32_matmul_precision("high")
+def build_cli(args: Optional[list[str]] = None, **kwargs: Any) -> ShortGANCLI:
+    """The project's LightningCLI as every entry point builds it (main.py, compare, the benchmarks):
+    any model and data class by `class_path`, a resumed run rewriting its own config.yaml. `kwargs`
+    go to LightningCLI (`run=False`, `trainer_defaults`, …)."""
+    kwargs = {"subclass_mode_model": True, "subclass_mode_data": True, "save_config_kwargs": {"overwrite": True},
+              **kwargs}  # fmt: skip
+    return ShortGANCLI(args=args, **kwargs)
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Mistakes a user can fix (a `UserError` anywhere in the exception's chain) end in one `error:`
+    line on stderr and exit code 2; anything else propagates with its traceback."""
     try:
-        return ShortGANCLI(
-            args=args,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            # A resumed run rewrites the config.yaml of its own folder.
-            save_config_kwargs={"overwrite": True},
-        )
-    except SIGTERMException:
-        # Lightning exits with status 0 after a SIGTERM; a stopped run must not look finished.
-        print("error: stopped by SIGTERM; checkpoints/interrupted.ckpt holds the run: resume with --ckpt_path last",
-              file=sys.stderr)  # fmt: skip
-        sys.exit(128 + signal.SIGTERM)
+        yield
     except Exception as err:
         # jsonargparse wraps what a model's __init__ raises; look for ours along the chain.
         cause: Optional[BaseException] = err
@@ -244,6 +244,19 @@ def cli_main(args: Optional[list[str]] = None) -> Optional[ShortGANCLI]:
             raise
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def cli_main(args: Optional[list[str]] = None) -> Optional[ShortGANCLI]:
+    """Run the CLI; mistakes a user can fix end in one line on stderr and exit code 2."""
+    torch.set_float32_matmul_precision("high")
+    with exit_on_user_error():
+        try:
+            return build_cli(args)
+        except SIGTERMException:
+            # Lightning exits with status 0 after a SIGTERM; a stopped run must not look finished.
+            print("error: stopped by SIGTERM; checkpoints/interrupted.ckpt holds the run: resume with --ckpt_path last",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(128 + signal.SIGTERM)
 
 
 def main() -> None:

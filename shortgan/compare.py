@@ -23,7 +23,7 @@ from jsonargparse import ArgumentParser
 from torchvision.utils import save_image
 
 from shortgan import metrics
-from shortgan.cli import ShortGANCLI
+from shortgan.cli import build_cli, exit_on_user_error
 from shortgan.data import DatasetName, ImageDataModule
 from shortgan.errors import UserError
 from shortgan.judge import load_classifier
@@ -108,17 +108,20 @@ class TimedEvaluation(L.Callback):
 
 
 def train_recipe(
-    config: str, name: str, evaluation: TimedEvaluation, dataset: str, out: Path, accelerator: str
+    config: str, name: str, evaluation: TimedEvaluation, dataset: str, out: Path, accelerator: str,
+    data_dir: str = "data",
 ) -> L.LightningModule:
     """Fit one config under the evaluation's clock; returns the trained model."""
     args = [
         "fit", "--config", config, "--run_name", name, "--data.init_args.dataset", dataset,
+        "--data.init_args.data_dir", data_dir,
         "--trainer.max_epochs", "-1", "--trainer.default_root_dir", str(out / "runs"),
         "--trainer.accelerator", accelerator, "--trainer.enable_progress_bar", "false",
+        # The comparison judges every recipe itself, off the clock; the runs' own metrics would be on it.
+        "--model.init_args.classifier_checkpoint", "null",
     ]  # fmt: skip
-    cli = ShortGANCLI(
-        args=args, subclass_mode_model=True, subclass_mode_data=True, save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [evaluation]},
+    cli = build_cli(
+        args, trainer_defaults={"callbacks": [evaluation]},
     )  # fmt: skip
     return cli.model
 
@@ -183,7 +186,7 @@ def compare(
         while name in results:  # the same config twice gets a second, numbered entry
             name += "_"
         evaluation = TimedEvaluation(judge_net, real_images, seconds, points, num_samples)
-        model = train_recipe(config, name, evaluation, dataset, out, accelerator)
+        model = train_recipe(config, name, evaluation, dataset, out, accelerator, data_dir)
         results[name] = {"config": config, "rows": evaluation.rows}
         noise = torch.randn(64, model.generator.latent_dim, generator=torch.Generator().manual_seed(0))
         images = model.sample(noise.to(model.device)).cpu()
@@ -215,12 +218,9 @@ def main(args: Optional[list[str]] = None) -> None:
     torch.set_float32_matmul_precision("high")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    try:
+    with exit_on_user_error():
         compare(cfg.configs, cfg.seconds, cfg.classifier, Path(cfg.out), cfg.dataset, cfg.data_dir, cfg.points,
                 cfg.num_samples, cfg.accelerator, command)  # fmt: skip
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(Path(cfg.out) / "comparison.md")
 
 

@@ -2,12 +2,11 @@
 classifier, and the standard Inception FID. torchmetrics keeps the state and syncs it across processes."""
 
 import socket
-import warnings
 from pathlib import Path
 from typing import Optional
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance

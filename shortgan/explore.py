@@ -7,7 +7,6 @@
 training run is written during `fit`, as `<run>/samples/timeline.png`.
 """
 
-import sys
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -17,8 +16,9 @@ from jsonargparse import ArgumentParser
 from torch import nn
 from torchvision.utils import save_image
 
+from shortgan.cli import exit_on_user_error
 from shortgan.errors import UserError
-from shortgan.gan import load_generator_weights
+from shortgan.checkpoints import load_generator_weights
 
 Mode = Literal["samples", "interpolate", "plane"]
 
@@ -108,12 +108,9 @@ def main(args: Optional[list[str]] = None) -> None:
     parser.add_argument("--dims", type=tuple[int, int], default=(0, 1), help="plane: the two coordinates varied.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the noise.")
     cfg = parser.parse_args(args)
-    try:
+    with exit_on_user_error():
         generator = load_generator(cfg.ckpt, cfg.config)
         path = explore(generator, cfg.mode, Path(cfg.out), cfg.steps, cfg.rows, cfg.span, tuple(cfg.dims), cfg.seed)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(path)
 
 

@@ -10,17 +10,18 @@ from typing import Any, Literal, Optional
 import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from shortgan import losses
 from shortgan.averaging import ExponentialMovingAverage
+from shortgan.checkpoints import load_discriminator_weights, load_generator_weights, require_weights
 from shortgan.errors import UserError
 from shortgan.data import ImageDataModule
 from shortgan.evaluation import SampleQuality, inception_weights_present
 from shortgan.generator_system import GeneratorSystem
 from shortgan.judge import cached_classifier
+from shortgan.lightning_internals import find_unused_parameters, logger_writes_this_step
 from shortgan.iteration import AdversarialIteration, unsupported_optimizer
 from shortgan.pretraining import Pairing, pretraining_loss
 from shortgan.schedules import ProgressLR, adversarial_progress, training_clock
@@ -213,12 +214,8 @@ class GAN(GeneratorSystem):
                 f"The data's images are {tuple(data.images.shape[1:])} but the generator makes "
                 f"{tuple(self.generator.image_shape)}: set the networks' image_shape to the data's (C, H, W)."
             )
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
-            # Each D step leaves G's parameters without gradients and each G step D's; DDP waits for
-            # every parameter's gradient unless told to look for unused ones. Set before DDP wraps
-            # the model (that happens after this hook); "ddp_find_unused_parameters_true" is the same.
-            strategy._ddp_kwargs["find_unused_parameters"] = True
+        # Before DDP wraps the model (after this hook): a D step leaves G without gradients, and back.
+        find_unused_parameters(self.trainer.strategy)
         if stage in ("fit", "validate", "test"):
             self._add_default_metrics()
         fresh = stage == "fit" and self.trainer.ckpt_path is None
@@ -361,7 +358,7 @@ class GAN(GeneratorSystem):
         # each `self.log` costs ~0.7 ms on a CPU (Lightning walks its result object field by field), a
         # tenth of a small batch's time: log on those batches only. The written curves are the same;
         # the progress bar's losses, and what DivergenceGuard reads, refresh at that rate.
-        self.logged_batch = self.trainer._logger_connector.should_update_logs or bool(self.trainer.fast_dev_run)
+        self.logged_batch = logger_writes_this_step(self.trainer)
         if self.logged_batch:
             self._log_latest()
 
@@ -525,48 +522,3 @@ class GAN(GeneratorSystem):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         require_weights(checkpoint, ("generator.", "discriminator."), "a GAN")
         self.adversarial_started_at = checkpoint.get("adversarial_started_at")
-
-
-def require_weights(checkpoint: dict[str, Any], prefixes: tuple[str, ...], what: str) -> None:
-    """Raise a UserError if the checkpoint holds no weights under one of `prefixes`."""
-    keys = checkpoint.get("state_dict", {}).keys()
-    missing = [p.rstrip(".") for p in prefixes if not any(k.startswith(p) for k in keys)]
-    if missing:
-        raise UserError(
-            f"This checkpoint has no {', '.join(missing)} weights, so it was not written by {what}: "
-            f"pass a checkpoint of the same kind of model as the config."
-        )
-
-
-def _read_checkpoint(path: str, argument: str) -> dict[str, Any]:
-    if not Path(path).is_file():
-        raise UserError(f"{argument}: no file at {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"{argument}: {path} is not a readable checkpoint ({err})") from err
-
-
-def _strip(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-
-
-def load_weights(path: str, prefix: str, argument: str, what: str) -> dict[str, torch.Tensor]:
-    """The weights under `prefix` (e.g. "generator.") of the Lightning checkpoint at `path`, prefix removed."""
-    checkpoint = _read_checkpoint(path, argument)
-    require_weights(checkpoint, (prefix,), what)
-    return _strip(checkpoint["state_dict"], prefix)
-
-
-def load_generator_weights(path: str) -> dict[str, torch.Tensor]:
-    """The generator's state_dict from a GeneratorPretrainer or GAN checkpoint at `path`."""
-    checkpoint = _read_checkpoint(path, "model.pretrained_generator")
-    require_weights(checkpoint, ("generator.",), "a GeneratorPretrainer or GAN")
-    state = checkpoint["state_dict"]
-    # A run with ema_decay drew its samples from the weight average: that is its generator.
-    return _strip(state, "generator_ema.module.") or _strip(state, "generator.")
-
-
-def load_discriminator_weights(path: str) -> dict[str, torch.Tensor]:
-    """The discriminator's state_dict from a GAN checkpoint at `path`."""
-    return load_weights(path, "discriminator.", "model.pretrained_discriminator", "a GAN")

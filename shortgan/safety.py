@@ -4,6 +4,7 @@ divergence guard that stops before a NaN reaches a checkpoint."""
 import errno
 import math
 import os
+import random
 import shutil
 import time
 from pathlib import Path
@@ -12,7 +13,6 @@ from typing import Any, Optional
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
@@ -122,16 +122,27 @@ class RNGState(Callback):
     training resumes, so a resumed run shuffles and draws noise exactly as an uninterrupted one."""
 
     def state_dict(self) -> dict[str, Any]:
-        states = _collect_rng_states(include_cuda=torch.cuda.is_available())
-        # Checkpoints are loaded with weights_only=True, which refuses NumPy arrays: store a tensor.
-        kind, keys, pos, has_gauss, gauss = states["numpy"]
-        states["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
+        # The keys of Lightning's own RNG snapshot, so checkpoints written before stay loadable.
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        states = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            # Checkpoints are loaded with weights_only=True, which refuses NumPy arrays: store a tensor.
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        }
+        if torch.cuda.is_available():
+            states["torch.cuda"] = torch.cuda.get_rng_state_all()
         return states
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Restored at once: the training DataLoader draws its shuffling seed before any train hook.
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict.get("torch.cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["torch.cuda"])
         kind, keys, pos, has_gauss, gauss = state_dict["numpy"]
-        _set_rng_states({**state_dict, "numpy": (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)})
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, state, python_gauss = state_dict["python"]
+        random.setstate((version, tuple(state), python_gauss))
 
 
 class DivergenceError(UserError):

@@ -98,3 +98,14 @@ def test_compare_writes_table_plot_and_sample_grids(digit_classifier, tmp_path):
         assert grid.shape[1:] == (242, 242)  # 8×8 cells of 28 px + 2 px padding
         assert (tmp_path / "runs" / name / "version_0" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "fid_vs_time.png").stat().st_size > 10_000
+
+
+def test_compare_trains_every_recipe_on_the_data_folder_it_is_given(digit_classifier, tiny_idx_root, tmp_path):
+    root = tiny_idx_root()  # a tiny MNIST under <root>/MNIST/raw/, nowhere else
+    main(["--configs", "configs/mlp_gan.yaml", "--seconds", "1", "--points", "1", "--num_samples", "16",
+          "--dataset", "mnist", "--data_dir", str(root), "--classifier", str(digit_classifier),
+          "--out", str(tmp_path / "out"), "--accelerator", "cpu"])  # fmt: skip
+    config = (tmp_path / "out" / "runs" / "mlp_gan" / "version_0" / "config.yaml").read_text()
+    assert f"data_dir: {root}" in config
+    # The comparison judges the recipes itself: the runs compute no metrics of their own.
+    assert "classifier_checkpoint: null" in config

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 
 from shortgan.data import InMemoryImages, _batch_as_is
 from shortgan.errors import UserError
-from shortgan.gan import GAN, load_generator_weights
+from shortgan.checkpoints import load_generator_weights
+from shortgan.gan import GAN
 from shortgan.networks import ShortGANDiscriminator, ShortGANGenerator
 from shortgan.pretraining import GeneratorPretrainer, pretraining_loss
 

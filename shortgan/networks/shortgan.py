@@ -22,7 +22,7 @@ class ShortGANGenerator(nn.Module):
         up_channels: channels of the 2s×2s map after the ConvTranspose2d upsampling.
         image_shape: (C, H, W) of the images produced.
         spectral_norm: wrap the Linear layers in spectral normalisation. Off by default: with it,
-            adversarial training pulled all samples to one image (see README).
+            adversarial training pulled all samples to one image (see docs/recipe.md).
     """
 
     def __init__(

@@ -1,0 +1,54 @@
+"""Reading weights out of Lightning checkpoints: a pretrained generator or discriminator to start a
+run from, with one clear error for a missing, unreadable or foreign file."""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shortgan.errors import UserError
+
+
+def require_weights(checkpoint: dict[str, Any], prefixes: tuple[str, ...], what: str) -> None:
+    """Raise a UserError if the checkpoint holds no weights under one of `prefixes`."""
+    keys = checkpoint.get("state_dict", {}).keys()
+    missing = [p.rstrip(".") for p in prefixes if not any(k.startswith(p) for k in keys)]
+    if missing:
+        raise UserError(
+            f"This checkpoint has no {', '.join(missing)} weights, so it was not written by {what}: "
+            f"pass a checkpoint of the same kind of model as the config."
+        )
+
+
+def _read_checkpoint(path: str, argument: str) -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise UserError(f"{argument}: no file at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"{argument}: {path} is not a readable checkpoint ({err})") from err
+
+
+def _strip(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_weights(path: str, prefix: str, argument: str, what: str) -> dict[str, torch.Tensor]:
+    """The weights under `prefix` (e.g. "generator.") of the Lightning checkpoint at `path`, prefix removed."""
+    checkpoint = _read_checkpoint(path, argument)
+    require_weights(checkpoint, (prefix,), what)
+    return _strip(checkpoint["state_dict"], prefix)
+
+
+def load_generator_weights(path: str) -> dict[str, torch.Tensor]:
+    """The generator's state_dict from a GeneratorPretrainer or GAN checkpoint at `path`."""
+    checkpoint = _read_checkpoint(path, "model.pretrained_generator")
+    require_weights(checkpoint, ("generator.",), "a GeneratorPretrainer or GAN")
+    state = checkpoint["state_dict"]
+    # A run with ema_decay drew its samples from the weight average: that is its generator.
+    return _strip(state, "generator_ema.module.") or _strip(state, "generator.")
+
+
+def load_discriminator_weights(path: str) -> dict[str, torch.Tensor]:
+    """The discriminator's state_dict from a GAN checkpoint at `path`."""
+    return load_weights(path, "discriminator.", "model.pretrained_discriminator", "a GAN")
