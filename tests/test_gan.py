@@ -114,7 +114,7 @@ def test_the_logger_gets_each_written_step_s_own_losses(tmp_path, stop_after_bat
     assert logged_d_loss(tmp_path) == {s: pytest.approx(record.d_loss[s]) for s in expected_steps}
 
 
-def test_discriminator_sees_noisy_reals_and_fakes():
+def test_discriminator_sees_noisy_reals_and_clean_fakes_unless_asked():
     d = RecordingDiscriminator()
     real = torch.zeros(32, 1, 28, 28)
     fit(small_gan(discriminator=d, g_steps=1, instance_noise=0.1, noise_fakes=False), real)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -162,3 +163,36 @@ def test_runs_started_together_get_their_own_folders(tmp_path):
         versions = list(pool.map(lambda _: claim_version(tmp_path), range(16)))
     assert sorted(versions, key=lambda v: int(v.split("_")[1])) == [f"version_{n}" for n in range(4, 20)]
 
+
+
+def test_the_guard_stops_once_max_rollbacks_are_spent(tmp_path):
+    batches = [(torch.rand(8, 1, 28, 28) * 2 - 1, torch.zeros(8))] * 3
+    loader = torch.utils.data.DataLoader(batches, batch_size=None)
+    # NaN logits for good from epoch 1, batch 1: every rollback meets them again.
+    model = GAN(ShortGANGenerator(channels=4, up_channels=1), NaNAfter(calls=3 * 4), g_steps=1)
+    guard = DivergenceGuard(every_n_batches=1, rollback_lr_factor=0.5, max_rollbacks=2)
+    trainer = L.Trainer(max_epochs=6, logger=False, log_every_n_steps=1, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path,
+                        callbacks=[guard, ModelCheckpoint(dirpath=tmp_path, save_last=True)])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the two "Rolled back" warnings
+        with pytest.raises(DivergenceError, match="train/d_loss is nan"):
+            trainer.fit(model, loader)
+    assert guard.rollbacks == 2
+
+
+def test_a_nan_weight_stops_training_and_names_the_weight(tmp_path):
+    class Poison(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if batch_idx == 1:
+                with torch.no_grad():
+                    module.discriminator.to_logit.bias.fill_(float("nan"))
+
+    batches = [(torch.rand(8, 1, 28, 28) * 2 - 1, torch.zeros(8))] * 3
+    model = GAN(ShortGANGenerator(channels=4, up_channels=1), ShortGANDiscriminator(channels=4), g_steps=1)
+    # Losses are logged every 1000 batches: only the weight check can see this.
+    trainer = L.Trainer(max_epochs=1, logger=False, log_every_n_steps=1000, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False,
+                        callbacks=[Poison(), DivergenceGuard(every_n_batches=1)])  # fmt: skip
+    with pytest.raises(DivergenceError, match=r"the weight discriminator\.to_logit\.bias holds NaN/Inf at epoch 0, batch 1"):
+        trainer.fit(model, torch.utils.data.DataLoader(batches, batch_size=None))
