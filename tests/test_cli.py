@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -217,3 +218,10 @@ def test_fast_dev_run_runs_a_batch_of_each_loop(tmp_path):
     cli = cli_main(["fit", "--config", "configs/quickstart.yaml", "--trainer.fast_dev_run", "true",
                     "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
     assert cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 1
+
+
+def test_the_quickstart_model_is_the_recipe_with_ten_pretraining_epochs():
+    recipe = yaml.safe_load(Path("configs/recipes/shortgan.yaml").read_text())
+    quickstart = yaml.safe_load(Path("configs/quickstart.yaml").read_text())["model"]
+    assert quickstart["init_args"].pop("pretrain_epochs") == 10 and recipe["init_args"].pop("pretrain_epochs") == 1
+    assert quickstart == recipe
