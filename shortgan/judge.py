@@ -2,6 +2,7 @@
 dataset on first use and cached beside the dataset, so every GAN run logs FID with no extra command."""
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -102,7 +103,7 @@ def cached_classifier(
     note = ""
     if test is not None:
         note = f", {accuracy(classifier, test[0].cpu(), test[1].cpu()):.1%} accuracy on the test split"
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two runs at once each write their own
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"state_dict": {f"network.{k}": v for k, v in classifier.state_dict().items()}}, tmp)
