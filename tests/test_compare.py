@@ -1,6 +1,7 @@
 import json
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,7 @@ from torchvision.io import decode_png
 from shortgan import GAN
 from shortgan.compare import TimedEvaluation, main, sample_quality
 from shortgan.judge import load_classifier
-from shortgan.data import ImageDataModule
+from shortgan.data import ImageDataModule, write_idx
 from shortgan.errors import UserError
 from shortgan.networks import DCGANDiscriminator, DigitClassifier, MLPGenerator
 
@@ -100,8 +101,13 @@ def test_compare_writes_table_plot_and_sample_grids(digit_classifier, tmp_path):
     assert (tmp_path / "fid_vs_time.png").stat().st_size > 10_000
 
 
-def test_compare_trains_every_recipe_on_the_data_folder_it_is_given(digit_classifier, tiny_idx_root, tmp_path):
-    root = tiny_idx_root()  # a tiny MNIST under <root>/MNIST/raw/, nowhere else
+def test_compare_trains_every_recipe_on_the_data_folder_it_is_given(digit_classifier, tmp_path):
+    root = tmp_path / "elsewhere"  # a small MNIST under <root>/MNIST/raw/, nowhere else
+    (root / "MNIST" / "raw").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 256), ("t10k", 16)):  # enough for two batches of the recipe's 100
+        write_idx(root / "MNIST" / "raw" / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(root / "MNIST" / "raw" / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, (n,)))
     main(["--configs", "configs/mlp_gan.yaml", "--seconds", "1", "--points", "1", "--num_samples", "16",
           "--dataset", "mnist", "--data_dir", str(root), "--classifier", str(digit_classifier),
           "--out", str(tmp_path / "out"), "--accelerator", "cpu"])  # fmt: skip
