@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from shortgan import losses
+from shortgan.augment import Augmentation, augment
 from shortgan.averaging import ExponentialMovingAverage
 from shortgan.checkpoints import load_discriminator_weights, load_generator_weights, require_weights
 from shortgan.errors import UserError
@@ -70,6 +71,9 @@ class GAN(GeneratorSystem):
             to 0 over this many adversarial epochs, however long the run is.
         noise_fakes: add that noise to generated images too, not only to real ones. Noise on real
             images alone lets D tell them apart by their noise instead of their content.
+        augment: differentiable augmentations of every image D sees, real and generated alike, in
+            D's and G's steps (`translation`, `cutout`; DiffAugment): D sees more varied images,
+            and gradients reach G through them. Empty: none.
         pretrain_epochs: epochs of Smooth-L1 pretraining before adversarial training.
         pretrain_pairing: how pretraining pairs generated and real images (`nearest` or `random`).
         pretrain_candidates: noise vectors per real image for `nearest` pairing.
@@ -132,6 +136,7 @@ class GAN(GeneratorSystem):
         instance_noise_fade: Optional[float] = None,
         instance_noise_epochs: Optional[int] = None,
         noise_fakes: bool = True,
+        augment: tuple[Augmentation, ...] = (),
         pretrain_epochs: int = 0,
         pretrain_pairing: Pairing = "nearest",
         pretrain_candidates: int = 4,
@@ -290,6 +295,8 @@ class GAN(GeneratorSystem):
             return "the gradient penalty is not written functionally"
         if hp.freeze_discriminator:
             return "freeze_discriminator is set"
+        if hp.augment:
+            return "augment is not written functionally"
         if self.trainer.world_size > 1:
             return "DDP reduces gradients in backward(), which the functional iteration does not call"
         if self.trainer.precision not in ("32-true", "32"):
@@ -328,10 +335,11 @@ class GAN(GeneratorSystem):
         return hp.instance_noise
 
     def _noisy(self, images: torch.Tensor, fake: bool = False) -> torch.Tensor:
+        """What D sees of `images`: with instance noise, then the augmentations."""
         std = self.instance_noise_std()
-        if std == 0 or (fake and not self.hparams.noise_fakes):
-            return images
-        return images + std * torch.randn_like(images)
+        if std > 0 and (not fake or self.hparams.noise_fakes):
+            images = images + std * torch.randn_like(images)
+        return augment(images, tuple(self.hparams.augment)) if self.hparams.augment else images
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         if self.hparams.freeze_discriminator:
