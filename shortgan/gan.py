@@ -17,13 +17,13 @@ from shortgan import losses
 from shortgan.augment import Augmentation, augment
 from shortgan.averaging import ExponentialMovingAverage
 from shortgan.checkpoints import load_discriminator_weights, load_generator_weights, require_weights
-from shortgan.errors import UserError
 from shortgan.data import ImageDataModule
+from shortgan.errors import UserError
 from shortgan.evaluation import SampleQuality, inception_weights_present
 from shortgan.generator_system import GeneratorSystem
+from shortgan.iteration import AdversarialIteration, unsupported_optimizer
 from shortgan.judge import cached_classifier
 from shortgan.lightning_internals import find_unused_parameters, logger_writes_this_step
-from shortgan.iteration import AdversarialIteration, unsupported_optimizer
 from shortgan.pretraining import Pairing, pretraining_loss
 from shortgan.schedules import ProgressLR, adversarial_progress, training_clock
 
