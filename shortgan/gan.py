@@ -321,8 +321,9 @@ class GAN(GeneratorSystem):
         clock = training_clock(self.trainer)
         if clock is not None and not self.pretraining and self.adversarial_started_at is None:
             self.adversarial_started_at = clock[0]
-        started_at = self.adversarial_started_at or 0.0
-        self.progress = adversarial_progress(self.trainer, self.hparams.pretrain_epochs, batch_idx, started_at)
+        self.progress = adversarial_progress(
+            self.trainer, self.hparams.pretrain_epochs, batch_idx, clock, self.adversarial_started_at or 0.0
+        )
 
     def instance_noise_std(self) -> float:
         """The std of the noise on D's inputs in the current batch."""

@@ -160,8 +160,6 @@ class AdversarialIteration:
         """Bring the optimizer state into the form the iteration updates; call again after a state load."""
         self.adam_g.init_state()
         self.adam_d.init_state()
-        self.adam_g.sync_lr()
-        self.adam_d.sync_lr()
         if self.generator.training is False or self.discriminator.training is False:
             raise RuntimeError("the networks must be in training mode")
         # CUDA graphs replay on fixed memory: tensors that live across iterations keep their address.
@@ -232,10 +230,9 @@ class AdversarialIteration:
                     real_logits.mean() - fake_logits.mean()]  # fmt: skip
         self.curves[:4].copy_(torch.stack(d_curves))
 
-        # (2) update G g_steps times on fresh noise: make D call the fakes real.
+        # (2) update G g_steps times on fresh noise: make D call the fakes real. The parameter dicts
+        # hold detached views of the parameters, so they see every in-place Adam update.
         if g_turn:
-            d_params = {k: v.detach() for k, v in discriminator.named_parameters()}  # D after its step
-
             def g_loss(params: Tensors, g_buffers: Tensors, d_buffers: Tensors, z: torch.Tensor) -> torch.Tensor:
                 fake = functional_call(generator, (params, g_buffers), (z,))
                 if self.noise_fakes:
@@ -246,7 +243,6 @@ class AdversarialIteration:
                 z = torch.randn(b, generator.latent_dim, device=real.device, dtype=real.dtype)
                 g_grads, loss_g = grad_and_value(g_loss)(g_params, g_buffers, d_buffers, z)
                 self.adam_g.step(g_grads)
-                g_params = {k: v.detach() for k, v in generator.named_parameters()}
             self.curves[4].copy_(loss_g.detach())
 
         # (3) the weight average follows G.

@@ -26,13 +26,19 @@ def training_clock(trainer: L.Trainer) -> Optional[tuple[float, float]]:
     return elapsed, elapsed + remaining
 
 
-def adversarial_progress(trainer: L.Trainer, pretrain_epochs: int, batch_idx: int, started_at: float = 0.0) -> float:
+def adversarial_progress(
+    trainer: L.Trainer,
+    pretrain_epochs: int,
+    batch_idx: int,
+    clock: Optional[tuple[float, float]] = None,
+    started_at: float = 0.0,
+) -> float:
     """The fraction of the adversarial training done once batch `batch_idx` of this epoch ends.
 
     The larger of two readings: by epochs (`trainer.max_epochs`, counting the batches of the current
-    epoch) and by time (`training_clock`, from `started_at`, the clock's reading when the
-    adversarial phase began). 0 during pretraining; 1 on the last batch of an epoch-bounded run, and
-    within a batch's time of 1 when time ends a time-bounded one.
+    epoch) and by time (`clock`, this batch's `training_clock` reading, counted from `started_at`,
+    the clock's reading when the adversarial phase began). 0 during pretraining; 1 on the last batch
+    of an epoch-bounded run, and within a batch's time of 1 when time ends a time-bounded one.
     """
     epoch = trainer.current_epoch - pretrain_epochs
     if epoch < 0:
@@ -41,7 +47,6 @@ def adversarial_progress(trainer: L.Trainer, pretrain_epochs: int, batch_idx: in
     batches = trainer.num_training_batches
     if trainer.max_epochs is not None and trainer.max_epochs > pretrain_epochs and batches not in (0, float("inf")):
         readings.append((epoch + (batch_idx + 1) / batches) / (trainer.max_epochs - pretrain_epochs))
-    clock = training_clock(trainer)
     if clock is not None:
         elapsed, total = clock
         readings.append((elapsed - started_at) / max(total - started_at, 1e-9))
