@@ -5,9 +5,9 @@
 #   bash benchmarks/gpu_session.sh fetch   # here, with a package index: the wheels the GPU image lacks → .whl/
 #   bash benchmarks/gpu_session.sh run     # there (carry .whl): figures and logs → $OUT (default gpu_session/)
 #
-# `run` takes about 6 minutes on an H100: the card and versions; `benchmarks.mnist_epochs` for
-# 3 epochs of full-size MNIST (a stand-in offline) eager, with the compiled networks, and with the
-# compiled iteration (CUDA graphs); one minute of the user's `fit` on the GPU; `predict` from it.
+# `run` takes about 7 minutes: the card and versions; the compiled iteration's lockstep check against
+# the eager step (`benchmarks.iteration_check`); `benchmarks.mnist_epochs` on full-size MNIST (a
+# stand-in offline): 1 epoch eager, 1 with the compiled networks, 3 with the compiled iteration (CUDA graphs); one minute of the user's `fit` on the GPU; `predict` from it.
 # Each step has its own time limit, so one that hangs does not take the rest with it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,18 +40,24 @@ epochs() {  # name, time limit, extra arguments for benchmarks.mnist_epochs
     timeout "$limit" python3 -m benchmarks.mnist_epochs --accelerator gpu --epochs 3 --iterations_per_batch 8 \
         --warmup 30 "$@" 2>&1 | tee "$OUT/$name.log" | grep -E '^\|' | tee -a "$OUT/summary.md"
 }
-epochs eager 150 --set --data.init_args.on_device true
-epochs compiled_networks 150 --set --data.init_args.on_device true --model.init_args.compile_mode reduce-overhead
-epochs compiled_iteration 180 --set --data.init_args.on_device true \
+log "lockstep: the compiled iteration (CUDA graphs) against the eager step"
+timeout 140 python3 -m benchmarks.iteration_check --accelerator gpu --compile_mode reduce-overhead \
+    > "$OUT/iteration_check.log" 2>&1
+echo "iteration_check exit $?" | tee -a "$OUT/summary.md"
+grep -E '^\|' "$OUT/iteration_check.log" | tee -a "$OUT/summary.md"
+
+epochs eager 90 --epochs 1 --set --data.init_args.on_device true
+epochs compiled_networks 100 --epochs 1 --set --data.init_args.on_device true --model.init_args.compile_mode reduce-overhead
+epochs compiled_iteration 150 --set --data.init_args.on_device true \
     --model.init_args.compile_mode reduce-overhead --model.init_args.compile_scope iteration
 
 log "fit on the GPU for one minute (quickstart config), then predict"
 runs=$(mktemp -d)
-timeout 120 python3 main.py fit --config configs/quickstart.yaml --trainer.accelerator gpu \
-    --trainer.max_time 00:00:01:00 --trainer.default_root_dir "$runs" --trainer.enable_progress_bar false \
+timeout 90 python3 main.py fit --config configs/quickstart.yaml --trainer.accelerator gpu \
+    --trainer.max_time 00:00:00:45 --trainer.default_root_dir "$runs" --trainer.enable_progress_bar false \
     > "$OUT/fit.log" 2>&1
 echo "fit exit $?" | tee -a "$OUT/summary.md"
-timeout 60 python3 main.py predict --config configs/quickstart.yaml --trainer.accelerator gpu \
+timeout 40 python3 main.py predict --config configs/quickstart.yaml --trainer.accelerator gpu \
     --trainer.default_root_dir "$runs" --ckpt_path last --samples_dir "$OUT/predictions" > "$OUT/predict.log" 2>&1
 echo "predict exit $?" | tee -a "$OUT/summary.md"
 cp "$OUT/predictions/grid.png" "$OUT/predict_grid.png" 2>/dev/null

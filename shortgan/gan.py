@@ -403,7 +403,12 @@ class GAN(GeneratorSystem):
 
         # (1) update D: real (+ noise) → "real", G(z) → "fake".
         with self.toggled_optimizer(opt_d), torch.set_grad_enabled(not hp.freeze_discriminator):
-            fake = self.generator(torch.randn(b, latent, device=self.device))  # G is frozen: no graph
+            # No graph through G here, and said with no_grad rather than only G's frozen parameters:
+            # a compiled G (compile_scope networks) is told apart from the G-step graph by grad mode;
+            # torch.compile does not always guard parameters' requires_grad (pytorch/pytorch#139476),
+            # and on a GPU with reduce-overhead it reused this graph in the G step (no gradient).
+            with torch.no_grad():
+                fake = self.generator(torch.randn(b, latent, device=self.device))
             real_in, fake_in = self._noisy(real), self._noisy(fake.detach(), fake=True)
             # Two calls, not one on real+fake: batch statistics (BatchNorm, minibatch stddev) must
             # not mix the two batches, as in the DCGAN reference implementation.

@@ -1,0 +1,89 @@
+"""Does the compiled iteration compute what the eager step does, on this machine's accelerator?
+
+    python -m benchmarks.iteration_check --accelerator gpu --compile_mode reduce-overhead   # CUDA graphs
+    python -m benchmarks.iteration_check --accelerator cpu                                # uncompiled, a look
+
+tests/test_iteration.py checks this on a CPU; CI has no GPU, so this is the same lockstep check for
+the session that is lent one: from identical weights, Adam states and random state, one compiled
+iteration and one eager iteration, six times, for each loss variant. Prints the largest difference
+per variant and exits 1 if any is over `--tolerance`. Inductor is told to draw random numbers with
+PyTorch's generator (`fallback_random`), else the two paths would draw different noise.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests are no package
+from test_iteration import IMAGES, VARIANTS, gan, loader, tensors, trainer  # noqa: E402
+
+
+class Lockstep(L.Callback):
+    """The comparison, run where training left the model: on the accelerator, before Lightning's teardown."""
+
+    def on_train_end(self, trainer: L.Trainer, model) -> None:
+        assert model.iteration is not None, "the functional iteration fell back to the eager step"
+        with torch.enable_grad():
+            self.worst = largest_difference(model)
+
+
+def largest_difference(model) -> tuple[float, str]:
+    """The largest difference over six iterations, and where: the first iteration and tensor it reached."""
+    names = [*model.state_dict(), *(f"{kind}'s Adam {key} of parameter {n}" for kind, opt in zip("GD", model.trainer.optimizers)
+                                    for n, s in enumerate(opt.state.values()) for key in s)]  # fmt: skip
+    images, worst = IMAGES.to(model.device), (0.0, "")
+    for i in range(6):
+        real, g_turn = images[8 * i : 8 * i + 8], (i + 1) % model.hparams.n_critic == 0
+        before = [t.detach().clone() for t in tensors(model)]
+        rng = torch.random.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        model._functional_step(real, g_turn)
+        functional = [t.detach().clone() for t in tensors(model)]
+        with torch.no_grad():
+            for t, saved in zip(tensors(model), before, strict=True):
+                t.copy_(saved)
+        torch.random.set_rng_state(rng[0])
+        if rng[1] is not None:
+            torch.cuda.set_rng_state_all(rng[1])
+        model._adversarial_step(real, g_turn)
+        if model.generator_ema is not None:
+            model.generator_ema.update_parameters(model.generator)
+        moved = max((a.float() - b.float()).abs().max().item() for a, b in zip(tensors(model), before))
+        assert moved > 0, "the eager step changed nothing"
+        for name, eager, other in zip(names, tensors(model), functional, strict=True):
+            difference = (eager.float() - other.float()).abs().max().item()
+            if difference > worst[0]:
+                worst = difference, f"iteration {i}, {name}"
+    return worst
+
+
+def run(accelerator: str, compile_mode: str | None, kwargs: dict) -> tuple[float, str]:
+    L.seed_everything(0)
+    model, lockstep = gan(pretrain_epochs=0, compile_scope="iteration", compile_mode=compile_mode, **kwargs), Lockstep()
+    trainer(1, limit_train_batches=1, accelerator=accelerator, devices=1, callbacks=[lockstep]).fit(model, loader())
+    return lockstep.worst
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accelerator", default="gpu")
+    parser.add_argument("--compile_mode", default=None, help="default, reduce-overhead, ...; unset runs it eagerly")
+    parser.add_argument("--tolerance", type=float, default=1e-5)
+    args = parser.parse_args()
+    # Matrix units in reduced precision would make both paths differ from float32 and from each other.
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    failed = False
+    print("| variant | largest difference, compiled vs eager | where |\n|---|---|---|")
+    for name, kwargs in VARIANTS.items():
+        torch._dynamo.reset()
+        with torch._inductor.config.patch(fallback_random=True):
+            worst, where = run(args.accelerator, args.compile_mode, kwargs)
+        failed |= not worst <= args.tolerance
+        print(f"| {name} | {worst:.2e}{'' if worst <= args.tolerance else ' OVER ' + str(args.tolerance)} | {where} |")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
