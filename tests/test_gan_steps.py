@@ -36,6 +36,16 @@ def test_the_d_step_changes_d_and_gives_g_no_gradient():
     assert all(not torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters()))
 
 
+def test_the_d_step_runs_g_with_grad_mode_off_and_the_g_step_with_it_on():
+    # Grad mode, not only G's frozen parameters: a compiled G is told apart from the G-step graph by
+    # grad mode (torch.compile does not always guard parameters' requires_grad; on a GPU with CUDA
+    # graphs it reused the D step's G graph in the G step, which then had no gradient).
+    model, modes = attached(), []
+    model.generator.register_forward_hook(lambda *_: modes.append(torch.is_grad_enabled()))
+    model._adversarial_step(REAL[:8], g_turn=True)
+    assert modes == [False, True, True]  # the D step's fakes, then the two G steps
+
+
 def test_the_g_steps_change_g_and_leave_d_alone():
     model = attached(g_steps=2)
     opt_d = model.optimizers()[1].optimizer
