@@ -69,7 +69,7 @@ class SampleGrids(Callback):
         if (epoch + 1) % self.every_n_epochs and not last:
             return
         samples = pl_module.fixed_samples()
-        grid = _grid(samples)
+        grid = _grid(samples, pl_module.grid_columns())  # conditional: a row per class
         # Encoded once, for the file and for TensorBoard (add_image would encode it again, in colour).
         png = _png(grid, gray=samples.size(1) == 1)
         folder = self.folder
@@ -143,7 +143,9 @@ def _first_cells(grid: torch.Tensor, count: int, cell: int = 30, pad: int = 2) -
 
 class SampleWriter(BasePredictionWriter):
     """Writes `predict` output: `samples.pt` (N×C×H×W floats in [-1, 1]), `grid.png` (the first 100)
-    and `images/000000.png`, one PNG per sample.
+    and `images/000000.png`, one PNG per sample. From a class-conditional model also `labels.pt`
+    (N class indices, the class each sample was drawn for), and `grid.png` has one row per class
+    (its first 10 samples).
 
     Args:
         output_dir: the folder to write into; by default `<run folder>/predictions`.
@@ -161,11 +163,19 @@ class SampleWriter(BasePredictionWriter):
     ) -> None:
         if not trainer.is_global_zero:
             return
-        samples = torch.cat([p.cpu() for p in predictions]).float()
+        labelled = isinstance(predictions[0], (tuple, list))
+        samples = torch.cat([(p[0] if labelled else p).cpu() for p in predictions]).float()
         out = self.folder
         (out / "images").mkdir(parents=True, exist_ok=True)
         torch.save(samples, out / "samples.pt")
-        save_image(_grid(samples[:100]), out / "grid.png")
+        if labelled:
+            labels = torch.cat([p[1].cpu() for p in predictions])
+            torch.save(labels, out / "labels.pt")
+            rows = [samples[labels == c][:10] for c in dict.fromkeys(labels.tolist())]  # in the order asked
+            rows = [torch.cat([r, torch.full((10 - len(r), *r.shape[1:]), -1.0)]) for r in rows]  # pad short rows
+            save_image(_grid(torch.cat(rows), nrow=10), out / "grid.png")
+        else:
+            save_image(_grid(samples[:100]), out / "grid.png")
         width = max(6, len(str(len(samples) - 1)))
         for i, image in enumerate(samples):
             save_image(image, out / "images" / f"{i:0{width}d}.png", normalize=True, value_range=(-1, 1))

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from shortgan.callbacks import SampleGrids, SampleWriter, SkipIdleValidation
 from shortgan.errors import UserError
+from shortgan.generator_system import GeneratorSystem, parse_classes
 from shortgan.safety import AtomicCheckpointIO, DivergenceGuard, InterruptCheckpoint, RNGState, RunCheckpoint
 
 
@@ -118,6 +119,11 @@ class ShortGANCLI(LightningCLI):
             "--samples_dir", type=Optional[str], default=None,
             help="predict: folder for samples.pt, grid.png and images/ (default: <run folder>/predictions).",
         )  # fmt: skip
+        parser.add_argument(
+            "--classes", type=Optional[str], default=None,
+            help="predict, class-conditional models: the classes to draw, e.g. 7, 1,4,7 or all (the default), "
+                 "in turn; labels.pt holds each sample's class.",
+        )  # fmt: skip
         # Two checkpoint callbacks: last.ckpt after every epoch (for resume), and a kept copy every
         # 10 epochs. One callback cannot do both: it writes last.ckpt only when it saves a top-k
         # checkpoint, so `checkpoint` keeps its newest epoch (top 1, no monitor), and last.ckpt is
@@ -170,6 +176,10 @@ class ShortGANCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        if cfg.get("classes") is not None and self.subcommand != "predict":
+            raise UserError("--classes is for predict: it picks the classes a conditional model draws")
+        if self.subcommand == "predict" and isinstance(self.model, GeneratorSystem):
+            self.model.predict_classes = parse_classes(cfg.get("classes"), self.model.num_classes)
         if self.subcommand == "predict":
             # predict logs nothing; samples go next to the checkpoint's run by default.
             out = cfg.samples_dir

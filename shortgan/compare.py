@@ -39,9 +39,17 @@ def judge(
     return features.cpu(), classifier.head(features).cpu()
 
 
-def sample_quality(fake: tuple[torch.Tensor, torch.Tensor], real: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
-    """The domain metrics of fakes against reals, each given as (features, logits)."""
-    quality = metrics.domain_quality(real[0], real[1], fake[0], fake[1])
+def sample_quality(
+    fake: tuple[torch.Tensor, torch.Tensor], real: tuple[torch.Tensor, torch.Tensor],
+    real_labels: Optional[torch.Tensor] = None, fake_labels: Optional[torch.Tensor] = None,
+) -> dict[str, float]:  # fmt: skip
+    """The domain metrics of fakes against reals, each given as (features, logits); with labels (a
+    conditional generator's requested classes), class consistency and intra-FID too. An
+    unconditional generator's intra-FID groups its samples by the class the classifier gives them,
+    so the two kinds of recipe can be compared on it."""
+    quality = metrics.domain_quality(real[0], real[1], fake[0], fake[1], real_labels=real_labels, fake_labels=fake_labels)
+    if fake_labels is None and real_labels is not None:
+        quality["intra_fid"] = metrics.intra_fid(real[0], real_labels, fake[0], fake[1].argmax(1))
     quality["fid"] = quality.pop("domain_fid")
     quality["coverage"] = int(quality["coverage"])
     return {k: v if isinstance(v, int) else float(v) for k, v in quality.items()}
@@ -55,6 +63,8 @@ class TimedEvaluation(L.Callback):
     Args:
         classifier: judges the images.
         real_images: reference images in [-1, 1] (the test split).
+        real_labels: their classes; a class-conditional generator draws one sample per real image, of
+            its class (so `num_samples` should not exceed the real images).
         seconds: training-time budget.
         points: evaluations after 0 s (the last at `seconds`).
         num_samples: generated images per evaluation.
@@ -63,9 +73,9 @@ class TimedEvaluation(L.Callback):
 
     def __init__(
         self, classifier: DigitClassifier, real_images: torch.Tensor, seconds: float, points: int = 5,
-        num_samples: int = 1000, seed: int = 0,
+        num_samples: int = 1000, seed: int = 0, real_labels: Optional[torch.Tensor] = None,
     ) -> None:  # fmt: skip
-        self.classifier, self.real_images = classifier, real_images
+        self.classifier, self.real_images, self.real_labels = classifier, real_images, real_labels
         self.seconds, self.num_samples, self.seed = seconds, num_samples, seed
         self.times = [seconds * (i + 1) / points for i in range(points)]
         self.rows: list[dict] = []
@@ -101,9 +111,16 @@ class TimedEvaluation(L.Callback):
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, seconds: float) -> None:
         seeded = torch.Generator().manual_seed(self.seed)
         z = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=seeded)
-        fake = torch.cat([pl_module.sample(chunk.to(pl_module.device)) for chunk in z.split(500)])
+        labels = None
+        if getattr(pl_module, "num_classes", 0):
+            if self.real_labels is None or len(self.real_labels) < self.num_samples:
+                raise UserError("A class-conditional recipe needs as many labelled real images as --num_samples")
+            labels = self.real_labels[: self.num_samples]
+        device, chunks = pl_module.device, z.split(500)
+        classes = labels.split(500) if labels is not None else [None] * len(chunks)
+        fake = torch.cat([pl_module.sample(c.to(device), None if y is None else y.to(device)) for c, y in zip(chunks, classes)])
         row = {"seconds": round(seconds, 2), "epoch": trainer.current_epoch, "batches": self.batches}
-        row.update(sample_quality(judge(self.classifier, fake), self.real))
+        row.update(sample_quality(judge(self.classifier, fake), self.real, self.real_labels, labels))
         self.rows.append(row)
 
 
@@ -111,9 +128,10 @@ def train_recipe(
     config: str, name: str, evaluation: TimedEvaluation, dataset: str, out: Path, accelerator: str,
     data_dir: str = "data",
 ) -> L.LightningModule:
-    """Fit one config under the evaluation's clock; returns the trained model."""
+    """Fit one config (several YAMLs joined by `+` are given in turn) under the evaluation's clock;
+    returns the trained model."""
     args = [
-        "fit", "--config", config, "--run_name", name, "--data.init_args.dataset", dataset,
+        "fit", *(a for part in config.split("+") for a in ("--config", part)), "--run_name", name, "--data.init_args.dataset", dataset,
         "--data.init_args.data_dir", data_dir,
         "--trainer.max_epochs", "-1", "--trainer.default_root_dir", str(out / "runs"),
         "--trainer.accelerator", accelerator, "--trainer.enable_progress_bar", "false",
@@ -149,16 +167,18 @@ def write_report(results: dict[str, dict], out: Path, command: str) -> None:
     lines = [
         f"Command: `{command}`", "",
         "| recipe | config | epochs | batches/s | FID ↓ | precision ↑ | recall ↑ | classes covered | class KL ↓ "
-        "| classifier score ↑ |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| classifier score ↑ | class consistency ↑ | intra-FID ↓ |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     for name, result in results.items():
         last = result["rows"][-1]
         rate = last["batches"] / last["seconds"] if last["seconds"] else float("nan")
+        consistency = f"{last['class_consistency']:.3f}" if "class_consistency" in last else "—"
+        intra = f"{last['intra_fid']:.2f}" if "intra_fid" in last else "—"
         lines.append(
             f"| {name} | `{result['config']}` | {last['epoch'] + 1} | {rate:.1f} | {last['fid']:.2f} | "
             f"{last['precision']:.3f} | {last['recall']:.3f} | {last['coverage']} | {last['class_kl']:.3f} | "
-            f"{last['classifier_score']:.2f} |"
+            f"{last['classifier_score']:.2f} | {consistency} | {intra} |"
         )
     lines += ["", "Classifier FID at each evaluation (training seconds):", ""]
     for name, result in results.items():
@@ -175,22 +195,29 @@ def compare(
     data = ImageDataModule(dataset, data_dir)
     data.prepare_data()
     data.setup("test")
-    real_images = data.test_set.images[:num_samples]
+    real_images, real_labels = data.test_set.images[:num_samples], data.test_set.labels[:num_samples]
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
     results: dict[str, dict] = {}
     for config in configs:
-        if not Path(config).is_file():
-            raise UserError(f"--configs: no file at {config}")
-        name = Path(config).stem
+        for part in config.split("+"):
+            if not Path(part).is_file():
+                raise UserError(f"--configs: no file at {part}")
+        name = "+".join(Path(part).stem for part in config.split("+"))
         while name in results:  # the same config twice gets a second, numbered entry
             name += "_"
-        evaluation = TimedEvaluation(judge_net, real_images, seconds, points, num_samples)
+        evaluation = TimedEvaluation(judge_net, real_images, seconds, points, num_samples, real_labels=real_labels)
         model = train_recipe(config, name, evaluation, dataset, out, accelerator, data_dir)
         results[name] = {"config": config, "rows": evaluation.rows}
-        noise = torch.randn(64, model.generator.latent_dim, generator=torch.Generator().manual_seed(0))
-        images = model.sample(noise.to(model.device)).cpu()
-        save_image(images, out / "samples" / f"{name}.png", nrow=8, normalize=True, value_range=(-1, 1), pad_value=1.0)
+        noise = torch.randn(64, model.generator.latent_dim, generator=torch.Generator().manual_seed(0)).to(model.device)
+        if model.num_classes:  # a row per class, the same noise down each column
+            columns = 8
+            noise = noise[:columns].repeat(model.num_classes, 1)
+            images = model.sample(noise, torch.arange(model.num_classes, device=model.device).repeat_interleave(columns))
+        else:
+            images = model.sample(noise)
+        save_image(images.cpu(), out / "samples" / f"{name}.png", nrow=8, normalize=True, value_range=(-1, 1),
+                   pad_value=1.0)  # fmt: skip
         (out / "results.json").write_text(json.dumps(results, indent=1))
         write_report(results, out, command)  # after each recipe, so an interrupted run still has a report
     return results
@@ -198,7 +225,9 @@ def compare(
 
 def main(args: Optional[list[str]] = None) -> None:
     parser = ArgumentParser(prog="python -m shortgan.compare", description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", nargs="+", type=str, required=True, help="Recipe YAMLs to train.")
+    parser.add_argument("--configs", nargs="+", type=str, required=True,
+                        help="Recipe YAMLs to train; a+b.yaml gives several in turn, e.g. "
+                             "configs/kmnist.yaml+configs/conditional.yaml.")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=300.0, help="Training seconds per recipe.")
     parser.add_argument("--classifier", type=str, required=True,
                         help="DigitClassifier state_dict, or a checkpoint with `network.` weights.")  # fmt: skip

@@ -29,7 +29,10 @@ class DomainQuality(Metric):
     returns `domain_fid` (Fréchet distance of the features), `coverage` (classes holding ≥ 1% of the
     generated images), `class_kl` (KL of the generated class histogram from the real one),
     `classifier_score` (Inception Score with this classifier), and `precision` / `recall`
-    (k-nearest-neighbour manifolds in feature space, Kynkäänniemi et al. 2019).
+    (k-nearest-neighbour manifolds in feature space, Kynkäänniemi et al. 2019). Given `labels` (the
+    real images' classes, and the classes a conditional generator was asked for), also
+    `class_consistency` (the classifier agrees with the requested class) and `intra_fid` (mean
+    per-class FID).
 
     Args:
         classifier: a trained network with `features(x)` → (B, D) and `head(features)` → logits
@@ -47,28 +50,33 @@ class DomainQuality(Metric):
         self.k = k
         self.reset_real_features = reset_real_features
         # List states concatenated across processes: precision/recall needs every feature vector.
-        for name in ("real_features", "real_logits", "fake_features", "fake_logits"):
+        for name in ("real_features", "real_logits", "real_labels", "fake_features", "fake_logits", "fake_labels"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     @torch.no_grad()
-    def update(self, images: torch.Tensor, real: bool) -> None:
+    def update(self, images: torch.Tensor, real: bool, labels: Optional[torch.Tensor] = None) -> None:
         features = self.classifier.features(images)  # (B, D)
         logits = self.classifier.head(features)  # (B, num_classes)
         side = "real" if real else "fake"
         getattr(self, f"{side}_features").append(features.float())
         getattr(self, f"{side}_logits").append(logits.float())
+        if labels is not None:
+            getattr(self, f"{side}_labels").append(labels.long())
 
     def compute(self) -> dict[str, torch.Tensor]:
         real_f, real_l, fake_f, fake_l = (
             dim_zero_cat(s) for s in (self.real_features, self.real_logits, self.fake_features, self.fake_logits)
         )
-        return metrics.domain_quality(real_f, real_l, fake_f, fake_l, self.k)
+        labelled = len(self.real_labels) > 0 and len(self.fake_labels) > 0
+        real_y, fake_y = (dim_zero_cat(self.real_labels), dim_zero_cat(self.fake_labels)) if labelled else (None, None)
+        return metrics.domain_quality(real_f, real_l, fake_f, fake_l, self.k, real_y, fake_y)
 
     def reset(self) -> None:
-        real = (list(self.real_features), list(self.real_logits))  # Metric.reset() clears lists in place
+        # Metric.reset() clears lists in place
+        real = (list(self.real_features), list(self.real_logits), list(self.real_labels))
         super().reset()
         if not self.reset_real_features:
-            self.real_features, self.real_logits = real
+            self.real_features, self.real_logits, self.real_labels = real
 
 
 def inception_fid_metric(weights: Optional[str] = None, feature: Optional[nn.Module] = None) -> Optional[Metric]:
@@ -173,12 +181,18 @@ class SampleQuality:
             metric.reset_real_features = keep
         self.real_split = split
 
-    def update(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+    def update(self, real: torch.Tensor, fake: torch.Tensor, labels: Optional[torch.Tensor] = None) -> None:
+        """Add a batch of real images and generated ones; `labels`: a conditional generator's classes,
+        which are those of the real images (the domain metrics then judge classes too)."""
         for name, metric in self.metrics.items():
-            prepare = to_inception_range if name == "fid" else (lambda x: x)
+            if name == "fid":
+                if self.collect_real:
+                    metric.update(to_inception_range(real), real=True)
+                metric.update(to_inception_range(fake), real=False)
+                continue
             if self.collect_real:
-                metric.update(prepare(real), real=True)
-            metric.update(prepare(fake), real=False)
+                metric.update(real, real=True, labels=labels)
+            metric.update(fake, real=False, labels=labels)
 
     def compute(self) -> dict[str, torch.Tensor]:
         out = {}

@@ -3,7 +3,11 @@
     python -m shortgan.explore --ckpt runs/dcgan/version_0/checkpoints/last.ckpt --mode plane --out explore/
 
 `--config` defaults to the run's `config.yaml` next to `checkpoints/`. Each mode writes one PNG
-(`samples.png`, `interpolate.png` or `plane.png`) into `--out`. The fixed-noise timeline of a
+(`samples.png`, `interpolate.png`, `plane.png` or `classes.png`) into `--out`.
+
+A class-conditional generator draws row r in class `--classes`[r mod k] (default: every class in
+turn), so `interpolate` moves between two noise vectors within one class; `--mode classes` holds
+each row's noise and changes the class along the row (the same "style", another character). The fixed-noise timeline of a
 training run is written during `fit`, as `<run>/samples/timeline.png`.
 """
 
@@ -16,11 +20,12 @@ from jsonargparse import ArgumentParser
 from torch import nn
 from torchvision.utils import save_image
 
+from shortgan.checkpoints import load_generator_weights
 from shortgan.cli import exit_on_user_error
 from shortgan.errors import UserError
-from shortgan.checkpoints import load_generator_weights
+from shortgan.generator_system import parse_classes
 
-Mode = Literal["samples", "interpolate", "plane"]
+Mode = Literal["samples", "interpolate", "plane", "classes"]
 
 
 def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int, spherical: bool = True) -> torch.Tensor:
@@ -76,11 +81,19 @@ def explore(
     span: float = 3.0,
     dims: tuple[int, int] = (0, 1),
     seed: int = 0,
+    classes: Optional[list[int]] = None,
 ) -> Path:
-    """Write `<out>/<mode>.png` and return its path; one row per interpolation, a steps×steps plane."""
+    """Write `<out>/<mode>.png` and return its path; one row per interpolation, a steps×steps plane,
+    or (`classes`, conditional generators) one row per noise vector with a column per class."""
     seeded = torch.Generator().manual_seed(seed)
-    latent = generator.latent_dim
-    if mode == "samples":
+    latent, num_classes = generator.latent_dim, getattr(generator, "num_classes", 0)
+    if (mode == "classes" or classes) and not num_classes:
+        raise UserError("--mode classes and --classes need a class-conditional generator (num_classes > 0)")
+    classes = classes or list(range(num_classes))
+    if mode == "classes":
+        z = torch.randn(rows, latent, generator=seeded).repeat_interleave(len(classes), 0)
+        labels, nrow = torch.tensor(classes).repeat(rows), len(classes)
+    elif mode == "samples":
         z, nrow = torch.randn(rows * steps, latent, generator=seeded), steps
     elif mode == "interpolate":
         ends = torch.randn(rows, 2, latent, generator=seeded)
@@ -89,7 +102,15 @@ def explore(
         if max(dims) >= latent or min(dims) < 0 or dims[0] == dims[1]:
             raise UserError(f"--dims must be two different coordinates in [0, {latent}), got {list(dims)}")
         z, nrow = latent_plane(torch.randn(latent, generator=seeded), dims, span, steps), steps
-    images = generator(z.to(next(generator.parameters()).device))  # (N, C, H, W) in [-1, 1]
+    device = next(generator.parameters()).device
+    if not num_classes:
+        images = generator(z.to(device))  # (N, C, H, W) in [-1, 1]
+    else:
+        if mode == "plane":  # one class for the whole plane
+            labels = torch.full((len(z),), classes[0])
+        elif mode != "classes":  # row r in class classes[r mod k]
+            labels = torch.tensor(classes).repeat(rows)[:rows].repeat_interleave(nrow)
+        images = generator(z.to(device), labels.to(device))
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{mode}.png"
     save_image(images.cpu(), path, nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
@@ -100,17 +121,22 @@ def main(args: Optional[list[str]] = None) -> None:
     parser = ArgumentParser(prog="python -m shortgan.explore", description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", type=str, required=True, help="GAN or GeneratorPretrainer checkpoint.")
     parser.add_argument("--config", type=Optional[str], default=None, help="The run's YAML (default: <run>/config.yaml)")
-    parser.add_argument("--mode", type=Mode, default="interpolate", help="samples | interpolate | plane.")
+    parser.add_argument("--mode", type=Mode, default="interpolate", help="samples | interpolate | plane | classes.")
     parser.add_argument("--out", type=str, default="explore", help="Folder for the PNG.")
     parser.add_argument("--steps", type=int, default=9, help="Images per interpolation; plane is steps×steps.")
     parser.add_argument("--rows", type=int, default=8, help="Interpolations (or sample rows) in the picture.")
     parser.add_argument("--span", type=float, default=3.0, help="plane: each coordinate runs over [-span, span].")
     parser.add_argument("--dims", type=tuple[int, int], default=(0, 1), help="plane: the two coordinates varied.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the noise.")
+    parser.add_argument("--classes", type=Optional[str], default=None,
+                        help="Conditional generators: classes, e.g. 7 or 1,4,7 (default: all), one per row in turn; "
+                             "with --mode classes, the columns.")  # fmt: skip
     cfg = parser.parse_args(args)
     with exit_on_user_error():
         generator = load_generator(cfg.ckpt, cfg.config)
-        path = explore(generator, cfg.mode, Path(cfg.out), cfg.steps, cfg.rows, cfg.span, tuple(cfg.dims), cfg.seed)
+        classes = parse_classes(cfg.classes, getattr(generator, "num_classes", 0))
+        path = explore(generator, cfg.mode, Path(cfg.out), cfg.steps, cfg.rows, cfg.span, tuple(cfg.dims), cfg.seed,
+                       classes)  # fmt: skip
     print(path)
 
 

@@ -42,9 +42,17 @@ class GAN(GeneratorSystem):
     `step` in Lightning's counters is one optimizer step: an adversarial batch makes 1 + g_steps
     of them (1 on batches without a G update).
 
+    Class-conditional training: give both networks the same `num_classes` (e.g.
+    `--model.init_args.generator.init_args.num_classes 10` and the same for the discriminator, or
+    `configs/conditional.yaml`). G then draws an image of a given class, D scores (image, class)
+    pairs, every step uses the batch's labels (fakes take the real batch's classes, so the class mix
+    is the data's), pretraining pairs within a class, and evaluations add `class_consistency` and
+    `intra_fid`.
+
     Args:
-        generator: noise (B, latent_dim) → images in [-1, 1]; its `latent_dim` sets the noise size.
-        discriminator: images → logits (B,).
+        generator: noise (B, latent_dim) → images in [-1, 1]; its `latent_dim` sets the noise size;
+            with `num_classes` > 0, `generator(z, y)` for classes y (B,).
+        discriminator: images → logits (B,); with `num_classes` > 0, `discriminator(x, y)`.
         generator_optimizer: optimizer factory for G's adversarial steps.
         discriminator_optimizer: optimizer factory for D.
         pretrain_optimizer: optimizer factory for G's pretraining steps.
@@ -156,6 +164,12 @@ class GAN(GeneratorSystem):
         compile_scope: CompileScope = "networks",
     ) -> None:
         super().__init__(generator, num_fixed_samples, fixed_noise_seed)
+        if getattr(discriminator, "num_classes", 0) != self.num_classes:
+            raise UserError(
+                f"The generator has num_classes {self.num_classes} but the discriminator "
+                f"{getattr(discriminator, 'num_classes', 0)}: a conditional GAN needs both set to the dataset's "
+                f"number of classes, an unconditional one neither."
+            )
         if g_steps < 1:
             raise UserError(f"model.g_steps must be at least 1, got {g_steps}")
         if n_critic < 1:
@@ -352,15 +366,17 @@ class GAN(GeneratorSystem):
                 f"model.iterations_per_batch ({k}) must divide the batch size ({len(batch[0])}): "
                 f"set data.batch_size to a multiple of it"
             )
-        for j, real in enumerate(batch[0].chunk(k)):
+        images, labels = batch[0], batch[1] if self.num_classes else None
+        for j, real in enumerate(images.chunk(k)):
             g_turn = (batch_idx * k + j + 1) % self.hparams.n_critic == 0
+            y = None if labels is None else labels.chunk(k)[j]
             if self.pretraining:
-                self._pretraining_step(real)
+                self._pretraining_step(real, y)
             elif self.iteration is not None:
-                self._functional_step(real, g_turn)
+                self._functional_step(real, g_turn, y)
                 continue  # the weight average is part of the iteration
             else:
-                self._adversarial_step(real, g_turn)
+                self._adversarial_step(real, g_turn, y)
             if self.generator_ema is not None:
                 self.generator_ema.update_parameters(self.generator)
         # Lightning writes step values to the logger only every `trainer.log_every_n_steps` batches, and
@@ -382,9 +398,10 @@ class GAN(GeneratorSystem):
             # A copy: the functional iteration overwrites its curves in place every iteration.
             self.log(f"train/{name}", value.clone(), prog_bar=name in ("pretrain_loss", "d_loss", "g_loss"))
 
-    def _pretraining_step(self, real: torch.Tensor) -> None:
+    def _pretraining_step(self, real: torch.Tensor, labels: Optional[torch.Tensor] = None) -> None:
         opt = self.optimizers()[2]
-        loss = pretraining_loss(self.generator, real, self.hparams.pretrain_pairing, self.hparams.pretrain_candidates)
+        hp = self.hparams
+        loss = pretraining_loss(self.generator, real, hp.pretrain_pairing, hp.pretrain_candidates, labels)
         opt.zero_grad()
         self.manual_backward(loss)
         opt.step()
@@ -396,10 +413,12 @@ class GAN(GeneratorSystem):
             return losses.discriminator_bce(real_logits, fake_logits, hp.real_label, hp.fake_label)
         return losses.DISCRIMINATOR[hp.loss](real_logits, fake_logits)
 
-    def _adversarial_step(self, real: torch.Tensor, g_turn: bool = True) -> None:
+    def _adversarial_step(self, real: torch.Tensor, g_turn: bool = True, labels: Optional[torch.Tensor] = None) -> None:
         opt_g, opt_d, _ = self.optimizers()
         hp = self.hparams
         b, latent = real.size(0), self.generator.latent_dim
+        # Conditional: the class of every real image, and of every fake (the same classes).
+        cond = () if labels is None else (labels,)
 
         # (1) update D: real (+ noise) → "real", G(z) → "fake".
         with self.toggled_optimizer(opt_d), torch.set_grad_enabled(not hp.freeze_discriminator):
@@ -408,15 +427,16 @@ class GAN(GeneratorSystem):
             # torch.compile does not always guard parameters' requires_grad (pytorch/pytorch#139476),
             # and on a GPU with reduce-overhead it reused this graph in the G step (no gradient).
             with torch.no_grad():
-                fake = self.generator(torch.randn(b, latent, device=self.device))
+                fake = self.generator(torch.randn(b, latent, device=self.device), *cond)
             real_in, fake_in = self._noisy(real), self._noisy(fake.detach(), fake=True)
             # Two calls, not one on real+fake: batch statistics (BatchNorm, minibatch stddev) must
             # not mix the two batches, as in the DCGAN reference implementation.
-            real_logits = self.discriminator(real_in)
-            fake_logits = self.discriminator(fake_in)
+            real_logits = self.discriminator(real_in, *cond)
+            fake_logits = self.discriminator(fake_in, *cond)
             d_loss = self._discriminator_loss(real_logits, fake_logits)
             if hp.loss == "wgan_gp" and not hp.freeze_discriminator:
-                d_loss = d_loss + hp.gp_weight * losses.gradient_penalty(self.discriminator, real_in, fake_in)
+                critic = partial(self.discriminator, y=labels) if cond else self.discriminator
+                d_loss = d_loss + hp.gp_weight * losses.gradient_penalty(critic, real_in, fake_in)
             if not hp.freeze_discriminator:
                 opt_d.zero_grad()
                 self.manual_backward(d_loss)
@@ -440,15 +460,15 @@ class GAN(GeneratorSystem):
         # (2) update G g_steps times on fresh noise: make D call the fakes real.
         with self.toggled_optimizer(opt_g):
             for _ in range(hp.g_steps):
-                fake = self.generator(torch.randn(b, latent, device=self.device))
-                g_loss = losses.GENERATOR[hp.loss](self.discriminator(self._noisy(fake, fake=True)))
+                fake = self.generator(torch.randn(b, latent, device=self.device), *cond)
+                g_loss = losses.GENERATOR[hp.loss](self.discriminator(self._noisy(fake, fake=True), *cond))
                 opt_g.zero_grad()
                 self.manual_backward(g_loss)
                 opt_g.step()
         self.latest["g_loss"] = g_loss.detach()
 
-    def _functional_step(self, real: torch.Tensor, g_turn: bool) -> None:
-        curves = self.iteration(real, self.instance_noise_std(), g_turn)
+    def _functional_step(self, real: torch.Tensor, g_turn: bool, labels: Optional[torch.Tensor] = None) -> None:
+        curves = self.iteration(real, self.instance_noise_std(), g_turn, labels)
         names = ("d_loss", "d_real", "d_fake") if self.hparams.loss in ("bce", "minimax") else ("d_loss", "critic_gap")
         self.latest.update({name: curves[name] for name in names})
         if g_turn:
@@ -492,13 +512,15 @@ class GAN(GeneratorSystem):
             # The same noise every evaluation: curves show the generator changing, not the draw.
             self._eval_rng = torch.Generator(device=self.device).manual_seed(self.global_rank)
 
-    def _evaluation_step(self, real: torch.Tensor) -> None:
-        real = real[: self._eval_left] if self._evaluate else real[:0]
-        if len(real) == 0:
+    def _evaluation_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        n = min(len(batch[0]), self._eval_left) if self._evaluate else 0
+        if n == 0:
             return
-        self._eval_left -= len(real)
-        z = torch.randn(len(real), self.generator.latent_dim, device=self.device, generator=self._eval_rng)
-        self.quality.update(real, self.sample(z))
+        real, labels = batch[0][:n], batch[1][:n] if self.num_classes else None
+        self._eval_left -= n
+        z = torch.randn(n, self.generator.latent_dim, device=self.device, generator=self._eval_rng)
+        # Conditional: one fake per real image, of its class, so classes are judged against their own.
+        self.quality.update(real, self.sample(z, labels), labels)
 
     def _end_evaluation(self, split: str) -> None:
         if self._evaluate:
@@ -509,7 +531,7 @@ class GAN(GeneratorSystem):
         self._start_evaluation("val")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch[0])
+        self._evaluation_step(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._end_evaluation("val")
@@ -518,7 +540,7 @@ class GAN(GeneratorSystem):
         self._start_evaluation("test")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch[0])
+        self._evaluation_step(batch)
 
     def on_test_epoch_end(self) -> None:
         self._end_evaluation("test")
@@ -535,4 +557,12 @@ class GAN(GeneratorSystem):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         require_weights(checkpoint, ("generator.", "discriminator."), "a GAN")
+        conditional = "generator.class_bias.weight" in checkpoint["state_dict"]
+        if conditional != bool(self.num_classes):
+            raise UserError(
+                f"The checkpoint holds a{' class-conditional' if conditional else 'n unconditional'} GAN, the "
+                f"config a{' class-conditional' if self.num_classes else 'n unconditional'} one: "
+                + ("add --config configs/conditional.yaml (or pass the run's config.yaml)" if conditional else
+                   "drop configs/conditional.yaml (or pass the run's config.yaml)")
+            )  # fmt: skip
         self.adversarial_started_at = checkpoint.get("adversarial_started_at")

@@ -1,16 +1,45 @@
 """What every system that owns a generator shares: fixed sampling noise, sampling and predict."""
 
+from typing import Optional, Sequence
+
 import lightning as L
 import torch
 from torch import nn
+
+from shortgan.errors import UserError
+
+
+def parse_classes(text: Optional[str], num_classes: int) -> Optional[list[int]]:
+    """`--classes` as a list of class indices: "7", "1,4,7" or "all" (every class); None if not given.
+
+    Raises UserError for an unconditional model or a class outside [0, num_classes).
+    """
+    if text is None:
+        return None
+    if not num_classes:
+        raise UserError("--classes needs a class-conditional model (networks with num_classes); this one is not")
+    if str(text).strip().lower() == "all":
+        return list(range(num_classes))
+    try:
+        classes = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--classes: expected a class number, a comma-separated list or 'all', got {text!r}") from None
+    if not classes or any(not 0 <= c < num_classes for c in classes):
+        raise UserError(f"--classes: every class must be in 0..{num_classes - 1}, got {text!r}")
+    return classes
 
 
 class GeneratorSystem(L.LightningModule):
     """A LightningModule with a `generator`, a fixed-noise buffer for progress grids, and `predict`.
 
+    A generator with `num_classes` > 0 is class-conditional: it takes a class label per sample, the
+    progress grid has one row per class (the same noise in each column), and `predict` draws classes
+    from `predict_classes` (`--classes`; every class in turn if unset) and returns them with the images.
+
     Args:
         generator: the network mapping noise (B, latent_dim) to images (B, C, H, W) in [-1, 1].
-        num_fixed_samples: images in the fixed-noise grid logged during training.
+        num_fixed_samples: images in the fixed-noise grid logged during training (conditional: about
+            this many, `num_fixed_samples // num_classes` per class).
         fixed_noise_seed: seed of that fixed noise, so grids of different runs are comparable.
     """
 
@@ -20,28 +49,50 @@ class GeneratorSystem(L.LightningModule):
         seeded = torch.Generator().manual_seed(fixed_noise_seed)
         # A buffer: moves with the module and is saved in checkpoints, so a resumed run keeps it.
         self.register_buffer("fixed_noise", torch.randn(num_fixed_samples, generator.latent_dim, generator=seeded))
+        self.predict_classes: Optional[Sequence[int]] = None
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.generator(z)
+    @property
+    def num_classes(self) -> int:
+        """Classes the generator is conditioned on; 0 for an unconditional one."""
+        return getattr(self.generator, "num_classes", 0)
+
+    def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.generator(z) if y is None else self.generator(z, y)
 
     def sampling_generator(self) -> nn.Module:
         """The network that draws samples (a subclass may keep an averaged copy of the generator)."""
         return self.generator
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor) -> torch.Tensor:
-        """Images for noise z, with the generator in eval mode (BatchNorm running statistics)."""
+    def sample(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Images for noise z (and classes y, for a conditional generator), with the generator in
+        eval mode (BatchNorm running statistics)."""
         generator = self.sampling_generator()
         was_training = generator.training
         generator.eval()
         try:
-            return generator(z)
+            return generator(z) if y is None else generator(z, y)
         finally:
             generator.train(was_training)
 
-    def fixed_samples(self) -> torch.Tensor:
-        return self.sample(self.fixed_noise)
+    def grid_columns(self) -> Optional[int]:
+        """Samples per row of the progress grid: conditional, a row per class; else None (square)."""
+        return max(1, len(self.fixed_noise) // self.num_classes) if self.num_classes else None
 
-    def predict_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def fixed_samples(self) -> torch.Tensor:
+        if not self.num_classes:
+            return self.sample(self.fixed_noise)
+        # Row c: class c; column j: the same noise in every row, so a column is one "style".
+        columns = self.grid_columns()
+        z = self.fixed_noise[:columns].repeat(self.num_classes, 1)
+        y = torch.arange(self.num_classes, device=z.device).repeat_interleave(columns)
+        return self.sample(z, y)
+
+    def predict_step(self, batch: torch.Tensor, batch_idx: int):
         z = torch.randn(len(batch), self.generator.latent_dim, device=self.device)
-        return self.sample(z)
+        if not self.num_classes:
+            return self.sample(z)
+        # Sample i gets the (i mod k)-th requested class: any count is as balanced as it can be.
+        classes = torch.tensor(list(self.predict_classes or range(self.num_classes)), device=self.device)
+        labels = classes[batch.to(self.device) % len(classes)]
+        return self.sample(z, labels), labels

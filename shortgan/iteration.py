@@ -173,9 +173,12 @@ class AdversarialIteration:
         # optimizer.load_state_dict (a divergence rollback) puts new state tensors in place.
         return self.adam_d.optimizer.state[self.adam_d.params[0]].get("step") is not self._first_step
 
-    def __call__(self, real: torch.Tensor, noise_std: float, g_turn: bool = True) -> Tensors:
-        """Run one iteration on the batch `real` with instance noise of std `noise_std`; return its
-        curves (d_loss, d_real, d_fake, critic_gap, g_loss) as 0-dim views that each call overwrites."""
+    def __call__(
+        self, real: torch.Tensor, noise_std: float, g_turn: bool = True, labels: Optional[torch.Tensor] = None
+    ) -> Tensors:
+        """Run one iteration on the batch `real` (of classes `labels`, for conditional networks) with
+        instance noise of std `noise_std`; return its curves (d_loss, d_real, d_fake, critic_gap,
+        g_loss) as 0-dim views that each call overwrites."""
         if not self._prepared or self._state_replaced():
             self.prepare()
         self.adam_g.sync_lr()
@@ -187,7 +190,7 @@ class AdversarialIteration:
         started = self.ema is not None and self.ema.started()
         # Always averaging inside keeps one graph; the average's first update is a copy of G, which
         # overwrites what the region averaged (its count, 1 after the region, is then right too).
-        self.run(real, g_turn, self.ema is not None)
+        self.run(real, labels, g_turn, self.ema is not None)
         if self.ema is not None and not started:
             self.ema.copy_from(self.generator)
         return self.curve_views
@@ -197,9 +200,10 @@ class AdversarialIteration:
     def _noisy(self, images: torch.Tensor) -> torch.Tensor:
         return images + self.noise_std * torch.randn_like(images)
 
-    def _iteration(self, real: torch.Tensor, g_turn: bool, average: bool) -> None:
+    def _iteration(self, real: torch.Tensor, labels: Optional[torch.Tensor], g_turn: bool, average: bool) -> None:
         generator, discriminator = self.generator, self.discriminator
         b = real.size(0)
+        cond = () if labels is None else (labels,)  # conditional networks: the fakes take the real classes
         d_params = {k: v.detach() for k, v in discriminator.named_parameters()}
         d_buffers = dict(discriminator.named_buffers())
         g_params = {k: v.detach() for k, v in generator.named_parameters()}
@@ -208,15 +212,15 @@ class AdversarialIteration:
         # (1) update D: real (+ noise) → "real", G(z) → "fake". Draws in the eager step's order.
         z = torch.randn(b, generator.latent_dim, device=real.device, dtype=real.dtype)
         with torch.no_grad():
-            fake = generator(z)  # updates G's BatchNorm statistics, as the eager D step does
+            fake = generator(z, *cond)  # updates G's BatchNorm statistics, as the eager D step does
         real_in = self._noisy(real)
         fake_in = self._noisy(fake) if self.noise_fakes else fake
 
         # Buffers (spectral norm's power-iteration vectors) are arguments, not captured: torch.func
         # refuses in-place writes into captured tensors, and the forward writes into them.
         def d_loss(params: Tensors, buffers: Tensors) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-            real_logits = functional_call(discriminator, (params, buffers), (real_in,))
-            fake_logits = functional_call(discriminator, (params, buffers), (fake_in,))
+            real_logits = functional_call(discriminator, (params, buffers), (real_in, *cond))
+            fake_logits = functional_call(discriminator, (params, buffers), (fake_in, *cond))
             return self.discriminator_loss(real_logits, fake_logits), (real_logits, fake_logits)
 
         d_grads, (loss_d, (real_logits, fake_logits)) = grad_and_value(d_loss, has_aux=True)(d_params, d_buffers)
@@ -234,10 +238,10 @@ class AdversarialIteration:
         # hold detached views of the parameters, so they see every in-place Adam update.
         if g_turn:
             def g_loss(params: Tensors, g_buffers: Tensors, d_buffers: Tensors, z: torch.Tensor) -> torch.Tensor:
-                fake = functional_call(generator, (params, g_buffers), (z,))
+                fake = functional_call(generator, (params, g_buffers), (z, *cond))
                 if self.noise_fakes:
                     fake = self._noisy(fake)
-                return self.generator_loss(functional_call(discriminator, (d_params, d_buffers), (fake,)))
+                return self.generator_loss(functional_call(discriminator, (d_params, d_buffers), (fake, *cond)))
 
             for _ in range(self.g_steps):
                 z = torch.randn(b, generator.latent_dim, device=real.device, dtype=real.dtype)

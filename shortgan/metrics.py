@@ -1,5 +1,7 @@
 """Sample-quality numbers computed from classifier outputs: pure functions of tensors."""
 
+from typing import Optional
+
 import torch
 
 
@@ -57,14 +59,40 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     return inside(fake, real, radii(real)), inside(real, fake, radii(fake))
 
 
+def class_consistency(fake_logits: torch.Tensor, requested: torch.Tensor) -> torch.Tensor:
+    """Share of class-conditional samples the classifier puts in the class they were drawn for."""
+    return (fake_logits.argmax(1) == requested).float().mean()
+
+
+def intra_fid(
+    real_features: torch.Tensor, real_labels: torch.Tensor, fake_features: torch.Tensor, fake_labels: torch.Tensor
+) -> torch.Tensor:
+    """Mean over classes of the Fréchet distance between a class's real images and the samples drawn
+    for that class (intra-FID, Miyato & Koyama 2018), in the classifier's features. Classes with
+    fewer than two images on either side are left out."""
+    distances = [
+        frechet_distance(real_features[real_labels == c], fake_features[fake_labels == c])
+        for c in real_labels.unique()
+        if (real_labels == c).sum() >= 2 and (fake_labels == c).sum() >= 2
+    ]
+    return torch.stack(distances).mean() if distances else torch.tensor(float("nan"))
+
+
 def domain_quality(
     real_features: torch.Tensor, real_logits: torch.Tensor, fake_features: torch.Tensor, fake_logits: torch.Tensor,
-    k: int = 3,
+    k: int = 3, real_labels: Optional[torch.Tensor] = None, fake_labels: Optional[torch.Tensor] = None,
 ) -> dict[str, torch.Tensor]:
     """Every domain number of generated images against real ones, from a classifier's penultimate
-    features (N, D) and logits (N, num_classes)."""
+    features (N, D) and logits (N, num_classes); with the real images' labels and the classes the
+    samples were drawn for (a conditional generator), `class_consistency` and `intra_fid` too."""
     num_classes = real_logits.size(1)
     precision, recall = precision_recall(real_features, fake_features, k)
+    conditional = {}
+    if real_labels is not None and fake_labels is not None:
+        conditional = {
+            "class_consistency": class_consistency(fake_logits, fake_labels),
+            "intra_fid": intra_fid(real_features, real_labels, fake_features, fake_labels),
+        }
     return {
         "domain_fid": frechet_distance(real_features, fake_features),
         "coverage": torch.tensor(float(class_coverage(fake_logits, num_classes))),
@@ -72,4 +100,5 @@ def domain_quality(
         "classifier_score": classifier_score(fake_logits),
         "precision": precision,
         "recall": recall,
+        **conditional,
     }

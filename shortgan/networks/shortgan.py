@@ -1,6 +1,7 @@
 """The ShortGAN generator and discriminator: plain PyTorch, no Lightning."""
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -9,6 +10,13 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 def _maybe_sn(layer: nn.Module, enabled: bool) -> nn.Module:
     return _spectral_norm(layer) if enabled else layer
+
+
+def _labels(y: Optional[torch.Tensor], batch: int) -> torch.Tensor:
+    if y is None or y.shape != (batch,):
+        raise ValueError(f"a class-conditional network needs one class label per sample, (B,) = ({batch},); got "
+                         f"{None if y is None else tuple(y.shape)}")  # fmt: skip
+    return y
 
 
 class ShortGANGenerator(nn.Module):
@@ -23,6 +31,9 @@ class ShortGANGenerator(nn.Module):
         image_shape: (C, H, W) of the images produced.
         spectral_norm: wrap the Linear layers in spectral normalisation. Off by default: with it,
             adversarial training pulled all samples to one image (see docs/recipe.md).
+        num_classes: 0 for an unconditional generator; else it also takes a class label per sample,
+            `forward(z, y)`, as a learned vector added to the first Linear layer's output (what
+            concatenating a one-hot class to z does), so the whole 16×16 map depends on the class.
     """
 
     def __init__(
@@ -34,15 +45,23 @@ class ShortGANGenerator(nn.Module):
         up_channels: int = 1,
         image_shape: tuple[int, int, int] = (1, 28, 28),
         spectral_norm: bool = False,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0: unconditional), got {num_classes}")
         side = math.isqrt(hidden_dim)
         if side * side != hidden_dim:
             raise ValueError(f"hidden_dim must be a perfect square (e.g. 256 → 16×16), got {hidden_dim}")
         self.latent_dim = latent_dim
         self.image_shape = tuple(image_shape)
         self.side = side
+        self.num_classes = num_classes
         self.project = _maybe_sn(nn.Linear(latent_dim, hidden_dim), spectral_norm)
+        # Only a conditional G has this parameter, so unconditional checkpoints are unchanged.
+        self.class_bias = nn.Embedding(num_classes, hidden_dim) if num_classes else None
+        if self.class_bias is not None:
+            nn.init.zeros_(self.class_bias.weight)  # starts as the unconditional G: the class is learnt
         blocks = []
         for i in range(num_conv_blocks):
             # No conv bias: BatchNorm's shift makes it redundant.
@@ -60,9 +79,12 @@ class ShortGANGenerator(nn.Module):
         )
         self.to_pixels = _maybe_sn(nn.Linear(up_channels * (2 * side) ** 2, math.prod(self.image_shape)), spectral_norm)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         b = z.size(0)
-        h = torch.relu(self.project(z)).view(b, 1, self.side, self.side)  # (B, 1, 16, 16)
+        h = self.project(z)  # (B, 256)
+        if self.class_bias is not None:
+            h = h + self.class_bias(_labels(y, b))  # the class of each sample
+        h = torch.relu(h).view(b, 1, self.side, self.side)  # (B, 1, 16, 16)
         h = self.convs(h)  # (B, C, 16, 16)
         h = self.upsample(h)  # (B, C_up, 32, 32)
         x = torch.tanh(self.to_pixels(h.flatten(1)))  # (B, C*H*W) in [-1, 1]
@@ -92,6 +114,9 @@ class ShortGANDiscriminator(nn.Module):
         num_layers: how many stride-2 convs.
         minibatch_std: add a minibatch-standard-deviation channel before the last conv.
         spectral_norm: wrap every conv and the Linear in spectral normalisation.
+        num_classes: 0 for an unconditional D; else `forward(x, y)` is a projection discriminator
+            (Miyato & Koyama 2018): the logit adds the inner product of the image's features with a
+            learned embedding of its class, so D judges "is this a real image of class y".
     """
 
     def __init__(
@@ -101,8 +126,12 @@ class ShortGANDiscriminator(nn.Module):
         num_layers: int = 2,
         minibatch_std: bool = True,
         spectral_norm: bool = True,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0: unconditional), got {num_classes}")
+        self.num_classes = num_classes
         c, h, w = image_shape
         layers: list[nn.Module] = []
         for i in range(num_layers):
@@ -114,7 +143,11 @@ class ShortGANDiscriminator(nn.Module):
             c, h, w = out, h // 2, w // 2
         self.features = nn.Sequential(*layers)
         self.to_logit = _maybe_sn(nn.Linear(c * h * w, 1), spectral_norm)
+        self.class_embedding = _maybe_sn(nn.Embedding(num_classes, c * h * w), spectral_norm) if num_classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)  # (B, C·2^(L-1), H/2^L, W/2^L)
-        return self.to_logit(h.flatten(1)).squeeze(1)  # (B,) logits
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = self.features(x).flatten(1)  # (B, C·2^(L-1) · H/2^L · W/2^L)
+        logits = self.to_logit(h).squeeze(1)  # (B,)
+        if self.class_embedding is not None:
+            logits = logits + (self.class_embedding(_labels(y, x.size(0))) * h).sum(1)  # projection
+        return logits
