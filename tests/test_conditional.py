@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from shortgan import metrics
@@ -89,9 +90,10 @@ def test_a_gan_whose_networks_disagree_on_the_classes_is_refused():
 # ---- training -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("loss", ["bce", "hinge"])
 @pytest.mark.parametrize("compile_scope", ["networks", "iteration"])
-def test_a_g_step_learns_only_the_classes_it_was_given(compile_scope):
-    model = attached(conditional_gan(g_steps=1, compile_scope=compile_scope))
+def test_a_g_step_learns_only_the_classes_it_was_given(compile_scope, loss):
+    model = attached(conditional_gan(g_steps=1, compile_scope=compile_scope, loss=loss))
     assert (model.iteration is not None) == (compile_scope == "iteration")
     before = model.generator.class_bias.weight.detach().clone()
     # The G step draws fakes of the batch's classes (3 and 5): the other classes' vectors get no
@@ -185,7 +187,16 @@ def test_predict_draws_the_classes_asked_for(conditional_run, tmp_path, classes,
               "--data.num_samples", "12", "--samples_dir", str(out), *(["--classes", classes] if classes else [])])  # fmt: skip
     samples, labels = torch.load(out / "samples.pt"), torch.load(out / "labels.pt")
     assert samples.shape == (12, 1, 28, 28) and labels.tolist() == expected
-    assert (out / "grid.png").exists() and len(list((out / "images").glob("*.png"))) == 12
+    assert len(list((out / "images").glob("*.png"))) == 12
+    # grid.png: a row per class asked for, 10 cells of 28 px + 2 px padding each.
+    assert Image.open(out / "grid.png").size == (10 * 30 + 2, len(set(expected)) * 30 + 2)
+
+
+@pytest.mark.slow
+def test_the_training_grids_have_a_row_per_class(conditional_run):
+    run = next((conditional_run / "quickstart").glob("version_*"))
+    # 64 fixed samples over 10 classes: 6 columns (cells of 28 px + 2 px padding), 10 rows.
+    assert Image.open(run / "samples" / "epoch_0001.png").size == (6 * 30 + 2, 10 * 30 + 2)
 
 
 @pytest.mark.slow
