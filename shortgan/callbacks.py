@@ -91,7 +91,7 @@ class SampleGrids(Callback):
             return
         folder = self.folder
         folder.mkdir(parents=True, exist_ok=True)
-        save_image(_grid(pl_module.fixed_samples()), folder / "final.png")
+        save_image(_grid(pl_module.fixed_samples(), pl_module.grid_columns()), folder / "final.png")
         epochs = sorted(folder.glob("epoch_*.png"))
         if epochs:
             self.write_timeline(epochs, folder / "timeline.png")

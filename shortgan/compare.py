@@ -47,7 +47,9 @@ def sample_quality(
     conditional generator's requested classes), class consistency and intra-FID too. An
     unconditional generator's intra-FID groups its samples by the class the classifier gives them,
     so the two kinds of recipe can be compared on it."""
-    quality = metrics.domain_quality(real[0], real[1], fake[0], fake[1], real_labels=real_labels, fake_labels=fake_labels)
+    quality = metrics.domain_quality(
+        real[0], real[1], fake[0], fake[1], real_labels=real_labels, fake_labels=fake_labels
+    )
     if fake_labels is None and real_labels is not None:
         quality["intra_fid"] = metrics.intra_fid(real[0], real_labels, fake[0], fake[1].argmax(1))
     quality["fid"] = quality.pop("domain_fid")
@@ -118,14 +120,21 @@ class TimedEvaluation(L.Callback):
             labels = self.real_labels[: self.num_samples]
         device, chunks = pl_module.device, z.split(500)
         classes = labels.split(500) if labels is not None else [None] * len(chunks)
-        fake = torch.cat([pl_module.sample(c.to(device), None if y is None else y.to(device)) for c, y in zip(chunks, classes)])
+        fake = torch.cat(
+            [pl_module.sample(c.to(device), None if y is None else y.to(device)) for c, y in zip(chunks, classes)]
+        )
         row = {"seconds": round(seconds, 2), "epoch": trainer.current_epoch, "batches": self.batches}
         row.update(sample_quality(judge(self.classifier, fake), self.real, self.real_labels, labels))
         self.rows.append(row)
 
 
 def train_recipe(
-    config: str, name: str, evaluation: TimedEvaluation, dataset: str, out: Path, accelerator: str,
+    config: str,
+    name: str,
+    evaluation: TimedEvaluation,
+    dataset: str,
+    out: Path,
+    accelerator: str,
     data_dir: str = "data",
 ) -> L.LightningModule:
     """Fit one config (several YAMLs joined by `+` are given in turn) under the evaluation's clock;
@@ -213,7 +222,9 @@ def compare(
         if model.num_classes:  # a row per class, the same noise down each column
             columns = 8
             noise = noise[:columns].repeat(model.num_classes, 1)
-            images = model.sample(noise, torch.arange(model.num_classes, device=model.device).repeat_interleave(columns))
+            images = model.sample(
+                noise, torch.arange(model.num_classes, device=model.device).repeat_interleave(columns)
+            )
         else:
             images = model.sample(noise)
         save_image(images.cpu(), out / "samples" / f"{name}.png", nrow=8, normalize=True, value_range=(-1, 1),

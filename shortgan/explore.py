@@ -7,8 +7,9 @@
 
 A class-conditional generator draws row r in class `--classes`[r mod k] (default: every class in
 turn), so `interpolate` moves between two noise vectors within one class; `--mode classes` holds
-each row's noise and changes the class along the row (the same "style", another character). The fixed-noise timeline of a
-training run is written during `fit`, as `<run>/samples/timeline.png`.
+each row's noise and changes the class along the row (the same "style", another character).
+
+The fixed-noise timeline of a training run is written during `fit`, as `<run>/samples/timeline.png`.
 """
 
 from pathlib import Path

@@ -88,7 +88,8 @@ class GeneratorSystem(L.LightningModule):
         y = torch.arange(self.num_classes, device=z.device).repeat_interleave(columns)
         return self.sample(z, y)
 
-    def predict_step(self, batch: torch.Tensor, batch_idx: int):
+    def predict_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Images for a batch of sample indices; a conditional model returns (images, classes)."""
         z = torch.randn(len(batch), self.generator.latent_dim, device=self.device)
         if not self.num_classes:
             return self.sample(z)

@@ -237,6 +237,7 @@ class AdversarialIteration:
         # (2) update G g_steps times on fresh noise: make D call the fakes real. The parameter dicts
         # hold detached views of the parameters, so they see every in-place Adam update.
         if g_turn:
+
             def g_loss(params: Tensors, g_buffers: Tensors, d_buffers: Tensors, z: torch.Tensor) -> torch.Tensor:
                 fake = functional_call(generator, (params, g_buffers), (z, *cond))
                 if self.noise_fakes:
@@ -252,4 +253,3 @@ class AdversarialIteration:
         # (3) the weight average follows G.
         if average:
             self.ema.average(self.generator)
-

@@ -79,8 +79,13 @@ def intra_fid(
 
 
 def domain_quality(
-    real_features: torch.Tensor, real_logits: torch.Tensor, fake_features: torch.Tensor, fake_logits: torch.Tensor,
-    k: int = 3, real_labels: Optional[torch.Tensor] = None, fake_labels: Optional[torch.Tensor] = None,
+    real_features: torch.Tensor,
+    real_logits: torch.Tensor,
+    fake_features: torch.Tensor,
+    fake_logits: torch.Tensor,
+    k: int = 3,
+    real_labels: Optional[torch.Tensor] = None,
+    fake_labels: Optional[torch.Tensor] = None,
 ) -> dict[str, torch.Tensor]:
     """Every domain number of generated images against real ones, from a classifier's penultimate
     features (N, D) and logits (N, num_classes); with the real images' labels and the classes the

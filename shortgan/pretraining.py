@@ -13,7 +13,11 @@ Pairing = Literal["random", "nearest"]
 
 
 def pretraining_loss(
-    generator: nn.Module, real: torch.Tensor, pairing: Pairing, candidates: int = 4, labels: Optional[torch.Tensor] = None
+    generator: nn.Module,
+    real: torch.Tensor,
+    pairing: Pairing,
+    candidates: int = 4,
+    labels: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Smooth-L1 distance between generated images and the real batch they are paired with.
 

@@ -28,7 +28,9 @@ CONDITIONAL = ["--config", "configs/quickstart.yaml", "--config", "configs/condi
 
 def conditional_gan(**kwargs) -> GAN:
     kwargs = {"pretrain_epochs": 0, "classifier_checkpoint": None, **kwargs}
-    return GAN(ShortGANGenerator(channels=4, num_classes=10), ShortGANDiscriminator(channels=8, num_classes=10), **kwargs)
+    return GAN(
+        ShortGANGenerator(channels=4, num_classes=10), ShortGANDiscriminator(channels=8, num_classes=10), **kwargs
+    )
 
 
 def loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 16) -> DataLoader:
@@ -180,7 +182,9 @@ def conditional_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("classes", "expected"), [("7", [7] * 12), ("1,4", [1, 4] * 6), (None, list(range(10)) + [0, 1])])
+@pytest.mark.parametrize(
+    ("classes", "expected"), [("7", [7] * 12), ("1,4", [1, 4] * 6), (None, list(range(10)) + [0, 1])]
+)
 def test_predict_draws_the_classes_asked_for(conditional_run, tmp_path, classes, expected):
     out = tmp_path / "samples"
     cli_main(["predict", *CONDITIONAL, "--trainer.default_root_dir", str(conditional_run), "--ckpt_path", "last",
@@ -196,7 +200,8 @@ def test_predict_draws_the_classes_asked_for(conditional_run, tmp_path, classes,
 def test_the_training_grids_have_a_row_per_class(conditional_run):
     run = next((conditional_run / "quickstart").glob("version_*"))
     # 64 fixed samples over 10 classes: 6 columns (cells of 28 px + 2 px padding), 10 rows.
-    assert Image.open(run / "samples" / "epoch_0001.png").size == (6 * 30 + 2, 10 * 30 + 2)
+    for name in ("epoch_0001.png", "final.png"):
+        assert Image.open(run / "samples" / name).size == (6 * 30 + 2, 10 * 30 + 2), name
 
 
 @pytest.mark.slow
