@@ -55,7 +55,8 @@ def largest_difference(model) -> tuple[float, str]:
         for name, eager, other in zip(names, tensors(model), functional, strict=True):
             difference = (eager.float() - other.float()).abs().max().item()
             if difference > worst[0]:
-                worst = difference, f"iteration {i}, {name}"
+                scale = eager.float().abs().max().item()
+                worst = difference, f"iteration {i}, {name} (largest value there {scale:.1e})"
     return worst
 
 
