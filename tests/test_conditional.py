@@ -18,7 +18,7 @@ from shortgan.errors import UserError
 from shortgan.explore import explore
 from shortgan.gan import GAN
 from shortgan.generator_system import parse_classes
-from shortgan.networks import ShortGANDiscriminator, ShortGANGenerator
+from shortgan.networks import DCGANDiscriminator, DCGANGenerator, ShortGANDiscriminator, ShortGANGenerator
 from shortgan.pretraining import pretraining_loss
 from unconditional_reference import REFERENCE, digest
 
@@ -26,11 +26,18 @@ CONDITIONAL = ["--config", "configs/quickstart.yaml", "--config", "configs/condi
                "--trainer.enable_progress_bar", "false", "--model.init_args.pretrain_epochs", "1"]  # fmt: skip
 
 
-def conditional_gan(**kwargs) -> GAN:
+def conditional_gan(family: str = "shortgan", **kwargs) -> GAN:
     kwargs = {"pretrain_epochs": 0, "classifier_checkpoint": None, **kwargs}
+    if family == "dcgan":
+        return GAN(DCGANGenerator(channels=8, num_classes=10), DCGANDiscriminator(channels=8, num_classes=10), **kwargs)
     return GAN(
         ShortGANGenerator(channels=4, num_classes=10), ShortGANDiscriminator(channels=8, num_classes=10), **kwargs
     )
+
+
+def class_vectors(generator: torch.nn.Module) -> torch.Tensor:
+    """The generator's per-class parameters, one row per class."""
+    return (generator.class_bias if hasattr(generator, "class_bias") else generator.class_map).weight
 
 
 def loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 16) -> DataLoader:
@@ -56,15 +63,29 @@ def attached(model: GAN) -> GAN:
 # ---- networks -------------------------------------------------------------------------------------
 
 
-def test_the_conditional_networks_depend_on_the_class_and_demand_one():
-    g, d = ShortGANGenerator(channels=4, num_classes=3).eval(), ShortGANDiscriminator(channels=8, num_classes=3)
-    torch.nn.init.normal_(g.class_bias.weight)  # it starts at zero: G begins unconditional
-    z, x = torch.randn(4, 128), random_images(4)
-    assert not torch.allclose(g(z, torch.zeros(4, dtype=torch.long)), g(z, torch.ones(4, dtype=torch.long)))
-    assert not torch.allclose(d(x, torch.zeros(4, dtype=torch.long)), d(x, torch.full((4,), 2)))
+@pytest.mark.parametrize("family", ["shortgan", "dcgan"])
+def test_both_network_families_take_a_class(family):
+    g = (
+        ShortGANGenerator(channels=4, num_classes=3)
+        if family == "shortgan"
+        else DCGANGenerator(channels=8, num_classes=3)
+    )
+    d = (
+        ShortGANDiscriminator(channels=8, num_classes=3)
+        if family == "shortgan"
+        else DCGANDiscriminator(channels=8, num_classes=3)
+    )
+    g.eval(), d.eval()
+    torch.nn.init.normal_(class_vectors(g))  # they start at zero: G begins unconditional
+    z, x, zeros = torch.randn(4, g.latent_dim), random_images(4), torch.zeros(4, dtype=torch.long)
+    assert not torch.allclose(g(z, zeros), g(z, torch.ones(4, dtype=torch.long)))
+    assert not torch.allclose(d(x, zeros), d(x, torch.full((4,), 2)))
     for net, inputs in ((g, (z,)), (d, (x,))):
         with pytest.raises(ValueError, match="one class label per sample"):
             net(*inputs)
+    # Unconditional networks of the family have no class parameters: their checkpoints are as before.
+    plain = [DCGANGenerator(channels=8), DCGANDiscriminator(channels=8)] if family == "dcgan" else []
+    assert all("class" not in key for net in plain for key in net.state_dict())
 
 
 def test_an_unconditional_network_has_no_new_parameters():
@@ -92,12 +113,12 @@ def test_a_gan_whose_networks_disagree_on_the_classes_is_refused():
 # ---- training -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("loss", ["bce", "hinge"])
+@pytest.mark.parametrize(("family", "loss"), [("shortgan", "bce"), ("shortgan", "hinge"), ("dcgan", "bce")])
 @pytest.mark.parametrize("compile_scope", ["networks", "iteration"])
-def test_a_g_step_learns_only_the_classes_it_was_given(compile_scope, loss):
-    model = attached(conditional_gan(g_steps=1, compile_scope=compile_scope, loss=loss))
+def test_a_g_step_learns_only_the_classes_it_was_given(compile_scope, family, loss):
+    model = attached(conditional_gan(family, g_steps=1, compile_scope=compile_scope, loss=loss))
     assert (model.iteration is not None) == (compile_scope == "iteration")
-    before = model.generator.class_bias.weight.detach().clone()
+    before = class_vectors(model.generator).detach().clone()
     # The G step draws fakes of the batch's classes (3 and 5): the other classes' vectors get no
     # gradient (class 0's moves on Adam's momentum from the first batch, which was all class 0).
     labels = torch.tensor([3, 5] * 4)
@@ -105,7 +126,7 @@ def test_a_g_step_learns_only_the_classes_it_was_given(compile_scope, loss):
         model._functional_step(random_images(8), True, labels)
     else:
         model._adversarial_step(random_images(8), True, labels)
-    moved = (model.generator.class_bias.weight.detach() != before).any(1)
+    moved = (class_vectors(model.generator).detach() != before).any(1)
     assert moved.nonzero().flatten().tolist() == [0, 3, 5]
 
 
@@ -281,3 +302,10 @@ def test_validation_logs_the_conditional_metrics(classifier_checkpoint):
     (result,) = trainer.validate(model, val)
     assert {"val/class_consistency", "val/intra_fid", "val/domain_fid", "val/precision"} <= result.keys()
     assert 0 <= result["val/class_consistency"] <= 1 and result["val/intra_fid"] > 0
+
+
+def test_the_overlay_makes_the_dcgan_recipe_conditional_too(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", "--config", "configs/dcgan.yaml", "--config", "configs/conditional.yaml", "--print_config"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "DCGANGenerator" in out and out.count("num_classes: 10") == 2

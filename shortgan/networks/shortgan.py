@@ -7,16 +7,11 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from shortgan.networks.conditioning import class_labels
+
 
 def _maybe_sn(layer: nn.Module, enabled: bool) -> nn.Module:
     return _spectral_norm(layer) if enabled else layer
-
-
-def _labels(y: Optional[torch.Tensor], batch: int) -> torch.Tensor:
-    if y is None or y.shape != (batch,):
-        raise ValueError(f"a class-conditional network needs one class label per sample, (B,) = ({batch},); got "
-                         f"{None if y is None else tuple(y.shape)}")  # fmt: skip
-    return y
 
 
 class ShortGANGenerator(nn.Module):
@@ -83,7 +78,7 @@ class ShortGANGenerator(nn.Module):
         b = z.size(0)
         h = self.project(z)  # (B, 256)
         if self.class_bias is not None:
-            h = h + self.class_bias(_labels(y, b))  # the class of each sample
+            h = h + self.class_bias(class_labels(y, b))  # the class of each sample
         h = torch.relu(h).view(b, 1, self.side, self.side)  # (B, 1, 16, 16)
         h = self.convs(h)  # (B, C, 16, 16)
         h = self.upsample(h)  # (B, C_up, 32, 32)
@@ -149,5 +144,5 @@ class ShortGANDiscriminator(nn.Module):
         h = self.features(x).flatten(1)  # (B, C·2^(L-1) · H/2^L · W/2^L)
         logits = self.to_logit(h).squeeze(1)  # (B,)
         if self.class_embedding is not None:
-            logits = logits + (self.class_embedding(_labels(y, x.size(0))) * h).sum(1)  # projection
+            logits = logits + (self.class_embedding(class_labels(y, x.size(0))) * h).sum(1)  # projection
         return logits
