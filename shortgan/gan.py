@@ -557,7 +557,8 @@ class GAN(GeneratorSystem):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         require_weights(checkpoint, ("generator.", "discriminator."), "a GAN")
-        conditional = "generator.class_bias.weight" in checkpoint["state_dict"]
+        # A conditional generator's per-class parameters are its `class_*` ones (ShortGAN, DCGAN).
+        conditional = any(key.startswith("generator.class_") for key in checkpoint["state_dict"])
         if conditional != bool(self.num_classes):
             raise UserError(
                 f"The checkpoint holds a{' class-conditional' if conditional else 'n unconditional'} GAN, the "

@@ -309,3 +309,16 @@ def test_the_overlay_makes_the_dcgan_recipe_conditional_too(capsys):
         cli_main(["fit", "--config", "configs/dcgan.yaml", "--config", "configs/conditional.yaml", "--print_config"])
     out = capsys.readouterr().out
     assert exit_.value.code == 0 and "DCGANGenerator" in out and out.count("num_classes: 10") == 2
+
+
+@pytest.mark.parametrize("family", ["shortgan", "dcgan"])
+def test_a_checkpoint_is_checked_for_conditioning_before_its_weights_load(family):
+    conditional = {"state_dict": conditional_gan(family).state_dict()}
+    conditional_gan(family).on_load_checkpoint(conditional)  # the same kind: accepted
+    plain = GAN(DCGANGenerator(channels=8), DCGANDiscriminator(channels=8), classifier_checkpoint=None)
+    if family == "shortgan":
+        plain = GAN(ShortGANGenerator(channels=4), ShortGANDiscriminator(channels=8), classifier_checkpoint=None)
+    with pytest.raises(UserError, match="configs/conditional.yaml"):
+        plain.on_load_checkpoint(conditional)
+    with pytest.raises(UserError, match="drop configs/conditional.yaml"):
+        conditional_gan(family).on_load_checkpoint({"state_dict": plain.state_dict()})
