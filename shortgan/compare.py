@@ -219,14 +219,8 @@ def compare(
         model = train_recipe(config, name, evaluation, dataset, out, accelerator, data_dir)
         results[name] = {"config": config, "rows": evaluation.rows}
         noise = torch.randn(64, model.generator.latent_dim, generator=torch.Generator().manual_seed(0)).to(model.device)
-        if model.num_classes:  # a row per class, the same noise down each column
-            columns = 8
-            noise = noise[:columns].repeat(model.num_classes, 1)
-            images = model.sample(
-                noise, torch.arange(model.num_classes, device=model.device).repeat_interleave(columns)
-            )
-        else:
-            images = model.sample(noise)
+        # Conditional: a row per class, the same noise down each column.
+        images = model.class_rows(noise[:8]) if model.num_classes else model.sample(noise)
         save_image(images.cpu(), out / "samples" / f"{name}.png", nrow=8, normalize=True, value_range=(-1, 1),
                    pad_value=1.0)  # fmt: skip
         (out / "results.json").write_text(json.dumps(results, indent=1))

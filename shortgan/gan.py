@@ -366,10 +366,10 @@ class GAN(GeneratorSystem):
                 f"model.iterations_per_batch ({k}) must divide the batch size ({len(batch[0])}): "
                 f"set data.batch_size to a multiple of it"
             )
-        images, labels = batch[0], batch[1] if self.num_classes else None
-        for j, real in enumerate(images.chunk(k)):
+        # Conditional: each chunk's labels; the networks are given them only then.
+        labels = batch[1].chunk(k) if self.num_classes else [None] * k
+        for j, (real, y) in enumerate(zip(batch[0].chunk(k), labels, strict=True)):
             g_turn = (batch_idx * k + j + 1) % self.hparams.n_critic == 0
-            y = None if labels is None else labels.chunk(k)[j]
             if self.pretraining:
                 self._pretraining_step(real, y)
             elif self.iteration is not None:

@@ -79,14 +79,17 @@ class GeneratorSystem(L.LightningModule):
         """Samples per row of the progress grid: conditional, a row per class; else None (square)."""
         return max(1, len(self.fixed_noise) // self.num_classes) if self.num_classes else None
 
+    def class_rows(self, z: torch.Tensor) -> torch.Tensor:
+        """A conditional generator's images of every class for each noise vector in z (K, latent_dim),
+        (num_classes·K, C, H, W) in rows of K: row c is class c, and column j uses z[j] in every row,
+        so a column is one "style"."""
+        y = torch.arange(self.num_classes, device=z.device).repeat_interleave(len(z))
+        return self.sample(z.repeat(self.num_classes, 1), y)
+
     def fixed_samples(self) -> torch.Tensor:
         if not self.num_classes:
             return self.sample(self.fixed_noise)
-        # Row c: class c; column j: the same noise in every row, so a column is one "style".
-        columns = self.grid_columns()
-        z = self.fixed_noise[:columns].repeat(self.num_classes, 1)
-        y = torch.arange(self.num_classes, device=z.device).repeat_interleave(columns)
-        return self.sample(z, y)
+        return self.class_rows(self.fixed_noise[: self.grid_columns()])
 
     def predict_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Images for a batch of sample indices; a conditional model returns (images, classes)."""
