@@ -5,9 +5,12 @@
 #   bash benchmarks/gpu_session.sh fetch   # here, with a package index: the wheels the GPU image lacks → .whl/
 #   bash benchmarks/gpu_session.sh run     # there (carry .whl): figures and logs → $OUT (default gpu_session/)
 #
-# `run` takes about 7 minutes: the card and versions; the compiled iteration's lockstep check against
-# the eager step (`benchmarks.iteration_check`); `benchmarks.mnist_epochs` on full-size MNIST (a
-# stand-in offline): 1 epoch eager, 1 with the compiled networks, 3 with the compiled iteration (CUDA graphs); one minute of the user's `fit` on the GPU; `predict` from it.
+# `run` takes about 8 minutes: the card and versions; the compiled iteration's lockstep check against
+# the eager step (`benchmarks.iteration_check`: fallback_random, TF32 off for matmuls and cuDNN, the
+# first tensor that differs named), once uncompiled (the functional maths alone) and once with CUDA
+# graphs; `benchmarks.mnist_epochs` on full-size MNIST (a stand-in offline): 1 epoch eager, 3 as the
+# user's command runs them (`compile: auto` = the compiled iteration with CUDA graphs on a GPU), 1 with
+# compiled networks; one minute of the user's `fit` on the GPU; `predict` from it.
 # Each step has its own time limit, so one that hangs does not take the rest with it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,16 +43,21 @@ epochs() {  # name, time limit, extra arguments for benchmarks.mnist_epochs
     timeout "$limit" python3 -m benchmarks.mnist_epochs --accelerator gpu --epochs 3 --iterations_per_batch 8 \
         --warmup 30 "$@" 2>&1 | tee "$OUT/$name.log" | grep -E '^\|' | tee -a "$OUT/summary.md"
 }
-log "lockstep: the compiled iteration (CUDA graphs) against the eager step"
-timeout 140 python3 -m benchmarks.iteration_check --accelerator gpu --compile_mode reduce-overhead \
-    > "$OUT/iteration_check.log" 2>&1
-echo "iteration_check exit $?" | tee -a "$OUT/summary.md"
-grep -E '^\|' "$OUT/iteration_check.log" | tee -a "$OUT/summary.md"
+lockstep() {  # name, time limit, extra arguments for benchmarks.iteration_check
+    local name=$1 limit=$2
+    shift 2
+    log "lockstep ($name) against the eager step"
+    timeout "$limit" python3 -m benchmarks.iteration_check --accelerator gpu "$@" > "$OUT/lockstep_$name.log" 2>&1
+    echo "iteration_check exit $?" | tee -a "$OUT/summary.md"
+    grep -E '^\|' "$OUT/lockstep_$name.log" | tee -a "$OUT/summary.md"
+}
+# Uncompiled first: a difference there is the GPU's maths (kernels, TF32), not the compiler's.
+lockstep uncompiled 60 --backend none --variants default n_critic-2 wgan-gp conditional
+lockstep cuda_graphs 200 --compile_mode reduce-overhead --variants default n_critic-2 wgan-gp conditional
 
-epochs eager 90 --epochs 1 --set --data.init_args.on_device true
-epochs compiled_networks 100 --epochs 1 --set --data.init_args.on_device true --model.init_args.compile_mode reduce-overhead
-epochs compiled_iteration 150 --set --data.init_args.on_device true \
-    --model.init_args.compile_mode reduce-overhead --model.init_args.compile_scope iteration
+epochs eager 90 --epochs 1 --set --data.init_args.on_device true --model.init_args.compile off
+epochs compile_auto 150 --set --data.init_args.on_device true
+epochs compiled_networks 100 --epochs 1 --set --data.init_args.on_device true --model.init_args.compile networks
 
 log "fit on the GPU for one minute (quickstart config), then predict"
 runs=$(mktemp -d)

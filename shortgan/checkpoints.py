@@ -52,3 +52,17 @@ def load_generator_weights(path: str) -> dict[str, torch.Tensor]:
 def load_discriminator_weights(path: str) -> dict[str, torch.Tensor]:
     """The discriminator's state_dict from a GAN checkpoint at `path`."""
     return load_weights(path, "discriminator.", "model.pretrained_discriminator", "a GAN")
+
+
+def require_gan(checkpoint: dict[str, Any], num_classes: int) -> None:
+    """Refuse, in one line, a checkpoint that is no GAN or whose conditioning differs from the config's."""
+    require_weights(checkpoint, ("generator.", "discriminator."), "a GAN")
+    # A conditional generator's per-class parameters are its `class_*` ones (ShortGAN, DCGAN).
+    conditional = any(key.startswith("generator.class_") for key in checkpoint["state_dict"])
+    if conditional != bool(num_classes):
+        raise UserError(
+            f"The checkpoint holds a{' class-conditional' if conditional else 'n unconditional'} GAN, the "
+            f"config a{' class-conditional' if num_classes else 'n unconditional'} one: "
+            + ("add --config configs/conditional.yaml (or pass the run's config.yaml)" if conditional else
+               "drop configs/conditional.yaml (or pass the run's config.yaml)")
+        )  # fmt: skip

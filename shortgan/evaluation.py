@@ -1,12 +1,14 @@
 """Sample-quality metrics accumulated over validation batches: domain metrics from a trained
 classifier, and the standard Inception FID. torchmetrics keeps the state and syncs it across processes."""
 
+import math
 import socket
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -14,7 +16,9 @@ from torchmetrics.utilities import dim_zero_cat
 
 from shortgan import metrics
 from shortgan.errors import UserError
-from shortgan.judge import load_classifier
+from shortgan.data import ImageDataModule
+from shortgan.generator_system import GeneratorSystem
+from shortgan.judge import cached_classifier, load_classifier
 
 # What torchmetrics (through torch-fidelity) downloads when no weights path is given.
 INCEPTION_WEIGHTS_URL = (
@@ -201,3 +205,87 @@ class SampleQuality:
         if "fid" in self.metrics:
             out["fid"] = self.metrics["fid"].compute()
         return out
+
+
+class EvaluatedGeneratorSystem(GeneratorSystem):
+    """A `GeneratorSystem` whose validation and test judge its samples with `SampleQuality`.
+
+    Every `eval_every_n_epochs` epochs (and after the last), validation feeds the test split's real
+    images and as many generated ones (`num_eval_samples` at most, the same noise every time, so
+    curves show the generator changing, not the draw) to the metrics and logs `val/...`; the other
+    validation epochs compute nothing (`SkipIdleValidation` skips their loop). `validate` and `test`
+    always evaluate. A subclass sets `self.quality` and has `eval_every_n_epochs`, `num_eval_samples`,
+    `classifier_checkpoint`, `inception_fid` and `inception_weights` among its hyperparameters.
+    """
+
+    quality: SampleQuality
+
+    def add_default_metrics(self) -> None:
+        """The metrics chosen by `auto` / None settings, once the trainer and the data are known."""
+        hp, trainer = self.hparams, self.trainer
+        data = getattr(trainer, "datamodule", None)
+        if hp.classifier_checkpoint == "auto" and "domain" not in self.quality.metrics:
+            if isinstance(data, ImageDataModule):
+                train = data.train_set or data.load_split(train=True)
+                test = data.test_set or data.load_split(train=False)
+                find = partial(cached_classifier, Path(data.hparams.data_dir, "classifiers"), data.hparams.dataset,
+                               (train.images, train.labels), (test.images, test.labels))  # fmt: skip
+                # Under DDP the first process trains and caches it while the others wait, then load it.
+                classifier = find(train_here=trainer.is_global_zero)
+                trainer.strategy.barrier()
+                self.quality.add_domain(classifier or find())
+            else:
+                rank_zero_info("Domain metrics are off: classifier_checkpoint auto needs the labelled ImageDataModule.")
+        if hp.inception_fid is None and "fid" not in self.quality.metrics:
+            on_gpu = trainer.strategy.root_device.type == "cuda"
+            if on_gpu and inception_weights_present(hp.inception_weights):
+                self.quality.add_inception(hp.inception_weights)
+
+    def evaluates_this_epoch(self) -> bool:
+        """Whether this epoch's validation (or this validate/test run) computes the quality metrics."""
+        if not self.quality or self.trainer.sanity_checking:
+            return False
+        if self.trainer.state.fn != "fit":
+            return True
+        epoch = self.current_epoch + 1
+        return epoch % self.hparams.eval_every_n_epochs == 0 or epoch == self.trainer.max_epochs
+
+    def _start_evaluation(self, split: str) -> None:
+        self._evaluate = self.evaluates_this_epoch()
+        if self._evaluate:
+            self.quality.start(split, self.device)
+            self._eval_left = math.ceil(self.hparams.num_eval_samples / self.trainer.world_size)
+            self._eval_rng = torch.Generator(device=self.device).manual_seed(self.global_rank)
+
+    def _evaluation_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        n = min(len(batch[0]), self._eval_left) if self._evaluate else 0
+        if n == 0:
+            return
+        real, labels = batch[0][:n], batch[1][:n] if self.num_classes else None
+        self._eval_left -= n
+        z = torch.randn(n, self.generator.latent_dim, device=self.device, generator=self._eval_rng)
+        # Conditional: one fake per real image, of its class, so classes are judged against their own.
+        self.quality.update(real, self.sample(z, labels), labels)
+
+    def _end_evaluation(self, split: str) -> None:
+        if self._evaluate:
+            # compute() already gathered every process's samples: sync_dist averages equal values.
+            self.log_dict({f"{split}/{k}": v for k, v in self.quality.compute().items()}, sync_dist=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation("val")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_evaluation("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation("test")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._end_evaluation("test")

@@ -1,255 +1,201 @@
-"""The adversarial iteration as one function of tensors, so that `torch.compile` can take it whole.
+"""The adversarial iteration, written once: (1) one D step, (2) `g_steps` G steps on fresh noise,
+(3) the weight average of G.
 
-`GAN` runs an iteration as PyTorch code that calls `backward()` and `optimizer.step()`; the compiler
-cannot follow either inside one graph, so compiling G and D (`compile_mode`) leaves the optimizer
-steps, the noise draws and the weight average as hundreds of separate small kernels. Here the same
-iteration is written functionally: `torch.func.grad_and_value` differentiates the losses with respect
-to parameters passed as arguments, Adam is tensor maths on the optimizers' own state tensors, and every
-update is an in-place write into the modules' parameters and buffers. One call is then one compiled
-graph (one CUDA-graph launch with `mode="reduce-overhead"`), with no host reads.
+`adversarial_iteration` holds every GAN decision of an iteration: which noise D sees, D's loss and
+gradient penalty, weight clipping, the curves, G's loss through D, the weight average. It never
+updates a network itself; it asks an `Updates` object to "minimise this objective for this network",
+and that is the only thing the ways of running it differ in:
 
-The parameters, buffers and optimizer states are the modules' and `torch.optim.Adam`'s own tensors,
-updated in place: checkpoints, resume, Lightning's loop and the eager path all see the same objects.
+- `EagerUpdates` (here): Lightning's toggled optimizer, `manual_backward` and `optimizer.step()`,
+  the code of the DCGAN reference implementation;
+- `FunctionalUpdates` (shortgan/functional.py): the same objective differentiated with `torch.func`
+  and Adam written as tensor maths, so that `torch.compile` can take the whole iteration as one
+  graph (one CUDA-graph launch on a GPU).
 """
 
-from typing import Callable, Optional
+from __future__ import annotations  # nested functions' annotations stay strings: dynamo traces through them
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Optional, Protocol, Union
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value
 
-Tensors = dict[str, torch.Tensor]
-CURVES = ("d_loss", "d_real", "d_fake", "critic_gap", "g_loss")
+from shortgan import losses
+from shortgan.augment import Augmentation, augment
+from shortgan.errors import UserError
 
-
-def unsupported_optimizer(optimizer: torch.optim.Optimizer) -> Optional[str]:
-    """Why `optimizer` cannot be run as tensor maths here, or None if it can (Adam or AdamW, one group)."""
-    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
-        return f"{type(optimizer).__name__} is not Adam or AdamW"
-    if len(optimizer.param_groups) != 1:
-        return "the optimizer has several parameter groups"
-    group = optimizer.param_groups[0]
-    for flag in ("amsgrad", "maximize", "differentiable"):
-        if group.get(flag):
-            return f"the optimizer sets {flag}"
-    return None
+Loss = Literal["bce", "minimax", "lsgan", "wgan", "wgan_gp", "hinge"]
+Network = Literal["generator", "discriminator"]
+# An objective takes the generator and the discriminator as callables (the modules themselves, or
+# the same modules over other parameter tensors) and returns (loss, what else the caller wants).
+Objective = Callable[[Callable[..., torch.Tensor], Callable[..., torch.Tensor]], tuple[torch.Tensor, Any]]
 
 
-class AdamMaths:
-    """Adam's (or AdamW's) update as in-place tensor maths on a `torch.optim.Adam` instance's own state.
+@dataclass(frozen=True)
+class AdversarialRecipe:
+    """The GAN decisions of one iteration that a user sets (the `GAN` arguments of the same names)."""
 
-    The state tensors (`step`, `exp_avg`, `exp_avg_sq`) are created as Adam creates them, with `step`
-    on the parameter's device (as fused or capturable Adam keep it), so the optimizer's state_dict, and
-    so checkpoints, are what `optimizer.step()` would have left. The learning rate is a tensor that
-    `sync_lr` refreshes from the param group: a scheduler may change it without a recompile.
+    loss: Loss = "bce"
+    g_steps: int = 2
+    clip_value: Optional[float] = None
+    gp_weight: float = 10.0
+    real_label: float = 0.9
+    fake_label: float = 0.0
+    noise_fakes: bool = True
+    augment: tuple[Augmentation, ...] = ()
+    freeze_discriminator: bool = False
+
+    def __post_init__(self) -> None:
+        if self.g_steps < 1:
+            raise UserError(f"model.g_steps must be at least 1, got {self.g_steps}")
+        if self.clip_value is not None and self.clip_value <= 0:
+            raise UserError(f"model.clip_value must be > 0 (or null to turn clipping off), got {self.clip_value}")
+
+    @property
+    def bce(self) -> bool:
+        """Whether D outputs probabilities' logits (bce, minimax) rather than critic scores."""
+        return self.loss in ("bce", "minimax")
+
+    def discriminator_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        if self.bce:
+            return losses.discriminator_bce(real_logits, fake_logits, self.real_label, self.fake_label)
+        return losses.DISCRIMINATOR[self.loss](real_logits, fake_logits)
+
+    def generator_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        return losses.GENERATOR[self.loss](fake_logits)
+
+    def discriminator_curves(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What a user watches of D besides its loss."""
+        # float(): under bf16 autocast the logits are bfloat16, and curves should not carry its rounding.
+        real_logits, fake_logits = real_logits.detach().float(), fake_logits.detach().float()
+        if self.bce:
+            # Mean D probabilities: D(x) near 1 and D(G(z)) near 0 means D is winning.
+            return {"d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
+        # For WGAN this gap estimates the Wasserstein distance: it should shrink as G improves.
+        return {"critic_gap": real_logits.mean() - fake_logits.mean()}
+
+
+class Updates(Protocol):
+    """How an objective is minimised for one network: the one seam between the ways of running."""
+
+    def minimise(self, network: Network, objective: Objective) -> tuple[torch.Tensor, Any]:
+        """One optimizer step of `network` on `objective`; returns its (detached loss, aux)."""
+
+    def evaluate(self, objective: Objective) -> tuple[torch.Tensor, Any]:
+        """The objective's value without any update (a frozen discriminator's loss, for the curves)."""
+
+    def input_gradient(self, f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """∇ₓ Σ f(x), differentiable in f's weights (for the gradient penalty)."""
+
+
+def add_instance_noise(images: torch.Tensor, std: Union[float, torch.Tensor]) -> torch.Tensor:
+    """images + N(0, std²). A float std of 0 draws nothing; a tensor std (the compiled iteration's,
+    so that a fading std never recompiles the graph) always draws."""
+    if isinstance(std, float) and std <= 0:
+        return images
+    return images + std * torch.randn_like(images)
+
+
+def adversarial_iteration(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    updates: Updates,
+    recipe: AdversarialRecipe,
+    real: torch.Tensor,
+    labels: Optional[torch.Tensor],
+    noise_std: Union[float, torch.Tensor],
+    g_turn: bool = True,
+    average: Optional[nn.Module] = None,
+) -> dict[str, torch.Tensor]:
+    """One adversarial iteration on the real batch `real` (B, C, H, W); returns its curves.
+
+    `labels` (B,) are the classes of a conditional GAN (None otherwise): the fakes take the real
+    batch's classes. `noise_std` is the instance noise of this iteration; `g_turn` whether G updates
+    (every `n_critic`-th iteration); `average` the weight average of G (`ExponentialMovingAverage`).
     """
+    b = real.size(0)
+    cond = () if labels is None else (labels,)
 
-    def __init__(self, optimizer: torch.optim.Optimizer, named_params: dict[str, nn.Parameter]) -> None:
-        self.optimizer = optimizer
-        self.names = list(named_params)
-        self.params = list(named_params.values())
-        group = optimizer.param_groups[0]
-        ours, theirs = {id(p) for p in self.params}, {id(p) for p in group["params"]}
-        if ours != theirs:
-            raise ValueError("the optimizer does not hold exactly the network's parameters")
-        self.decoupled = isinstance(optimizer, torch.optim.AdamW)
-        self.lr = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
-        self._lr_value: Optional[float] = None
-        self.sync_lr()
+    def noise() -> torch.Tensor:
+        return torch.randn(b, generator.latent_dim, device=real.device, dtype=real.dtype)
 
-    def sync_lr(self) -> None:
-        """Copy the param group's learning rate into `lr` if it changed (one small write, no read)."""
-        lr = self.optimizer.param_groups[0]["lr"]
-        if lr != self._lr_value:
-            self.lr.fill_(lr)
-            self._lr_value = lr
+    def seen_by_d(images: torch.Tensor, fake: bool) -> torch.Tensor:
+        # Noise on real images alone would let D tell them apart by their noise (`noise_fakes`).
+        if not fake or recipe.noise_fakes:
+            images = add_instance_noise(images, noise_std)
+        return augment(images, recipe.augment) if recipe.augment else images
 
-    def init_state(self) -> None:
-        """Create the state Adam would create on its first step; move `step` onto the parameters' device."""
-        for p in self.params:
-            state = self.optimizer.state[p]
-            if not state:
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-            elif state["step"].device != p.device:
-                state["step"] = state["step"].to(p.device)
+    # (1) update D: real (+ noise) → "real", G(z) → "fake".
+    # No graph through G, and said with no_grad rather than only G's frozen parameters: a compiled G
+    # is told apart from the G-step graph by grad mode; torch.compile does not always guard
+    # parameters' requires_grad (pytorch/pytorch#139476). G's BatchNorm statistics move here too.
+    with torch.no_grad():
+        fake = generator(noise(), *cond)
+    real_in, fake_in = seen_by_d(real, fake=False), seen_by_d(fake, fake=True)
 
-    def state_tensors(self) -> list[torch.Tensor]:
-        return [t for p in self.params for t in self.optimizer.state[p].values() if isinstance(t, torch.Tensor)]
+    def d_objective(G: Callable, D: Callable) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        # Two calls, not one on real+fake: batch statistics (minibatch stddev, BatchNorm) must not mix
+        # the two batches, as in the DCGAN reference implementation.
+        real_logits, fake_logits = D(real_in, *cond), D(fake_in, *cond)
+        loss = recipe.discriminator_loss(real_logits, fake_logits)
+        if recipe.loss == "wgan_gp" and not recipe.freeze_discriminator:
+            critic = lambda x: D(x, *cond)  # noqa: E731
+            loss = loss + recipe.gp_weight * losses.gradient_penalty(critic, real_in, fake_in, updates.input_gradient)
+        return loss, (real_logits.detach(), fake_logits.detach())
 
-    @torch.no_grad()
-    def step(self, grads: Tensors) -> None:
-        group = self.optimizer.param_groups[0]
-        beta1, beta2 = group["betas"]
-        eps, weight_decay = group["eps"], group["weight_decay"]
-        for name, p in zip(self.names, self.params):
-            state = self.optimizer.state[p]
-            grad, step = grads[name], state["step"]
-            step.add_(1)
-            if weight_decay and self.decoupled:
-                p.mul_(1 - self.lr * weight_decay)
-            elif weight_decay:
-                grad = grad.add(p, alpha=weight_decay)
-            state["exp_avg"].lerp_(grad, 1 - beta1)
-            state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            bias_correction1 = 1 - torch.pow(beta1, step)
-            bias_correction2_sqrt = (1 - torch.pow(beta2, step)).sqrt()
-            denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(eps)
-            p.sub_(self.lr / bias_correction1 * state["exp_avg"] / denom)
-
-
-class AdversarialIteration:
-    """One adversarial iteration of `GAN` as a single function: the D step (noise draws, D's loss,
-    its Adam update, optional weight clipping), then `g_steps` G steps (each with its own noise, G's
-    loss through D, G's Adam update), then the weight-average update, all writing in place into the
-    modules' parameters and buffers and the optimizers' state.
-
-    It draws its random numbers in the order `GAN`'s eager step does and computes the same maths,
-    so the two paths agree up to float rounding, with two exceptions: it draws the instance noise
-    even when its std is 0 (the eager step then skips the draw), and compiled, inductor generates
-    random numbers its own way unless `torch._inductor.config.fallback_random` is set.
-
-    Args:
-        generator, discriminator: the networks, in training mode.
-        generator_optimizer, discriminator_optimizer: their `torch.optim.Adam` (or AdamW) instances.
-        discriminator_loss: (real_logits, fake_logits) → D's loss.
-        generator_loss: fake_logits → G's loss.
-        g_steps: G updates per G turn.
-        clip_value: clamp D's weights to ±clip_value after its step (None: no clipping).
-        noise_fakes: add the instance noise to generated images too.
-        ema: the weight average of G (`ExponentialMovingAverage`), or None.
-        compile_mode: `torch.compile` the iteration whole (`fullgraph=True`) in this mode; None runs
-            the same function eagerly.
-    """
-
-    def __init__(
-        self,
-        generator: nn.Module,
-        discriminator: nn.Module,
-        generator_optimizer: torch.optim.Optimizer,
-        discriminator_optimizer: torch.optim.Optimizer,
-        discriminator_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        generator_loss: Callable[[torch.Tensor], torch.Tensor],
-        g_steps: int = 2,
-        clip_value: Optional[float] = None,
-        noise_fakes: bool = True,
-        ema: Optional[nn.Module] = None,
-        compile_mode: Optional[str] = None,
-    ) -> None:
-        self.generator, self.discriminator = generator, discriminator
-        self.discriminator_loss, self.generator_loss = discriminator_loss, generator_loss
-        self.g_steps, self.clip_value, self.noise_fakes = g_steps, clip_value, noise_fakes
-        self.adam_g = AdamMaths(generator_optimizer, dict(generator.named_parameters()))
-        self.adam_d = AdamMaths(discriminator_optimizer, dict(discriminator.named_parameters()))
-        self.ema = ema
-        self.run = self._iteration
-        if compile_mode is not None:
-            self.run = torch.compile(self._iteration, fullgraph=True, mode=compile_mode)
-        device = next(generator.parameters()).device
-        self.noise_std = torch.zeros((), device=device)
-        self._noise_std_value: Optional[float] = None
-        # The region writes its curves here (a G-less iteration leaves g_loss as it was): under CUDA
-        # graphs a graph's outputs are overwritten by its next replay, this buffer is not.
-        self.curves = torch.zeros(len(CURVES), device=device)
-        self.curve_views = {name: self.curves[i] for i, name in enumerate(CURVES)}
-        self._prepared = False
-        self._first_step: Optional[torch.Tensor] = None
-
-    def prepare(self) -> None:
-        """Bring the optimizer state into the form the iteration updates; call again after a state load."""
-        self.adam_g.init_state()
-        self.adam_d.init_state()
-        if self.generator.training is False or self.discriminator.training is False:
-            raise RuntimeError("the networks must be in training mode")
-        # CUDA graphs replay on fixed memory: tensors that live across iterations keep their address.
-        for t in (*self.adam_g.state_tensors(), *self.adam_d.state_tensors(), self.adam_g.lr, self.adam_d.lr,
-                  self.noise_std, self.curves):  # fmt: skip
-            torch._dynamo.mark_static_address(t)
-        self._first_step = self.adam_d.optimizer.state[self.adam_d.params[0]]["step"]
-        self._prepared = True
-
-    def _state_replaced(self) -> bool:
-        # optimizer.load_state_dict (a divergence rollback) puts new state tensors in place.
-        return self.adam_d.optimizer.state[self.adam_d.params[0]].get("step") is not self._first_step
-
-    def __call__(
-        self, real: torch.Tensor, noise_std: float, g_turn: bool = True, labels: Optional[torch.Tensor] = None
-    ) -> Tensors:
-        """Run one iteration on the batch `real` (of classes `labels`, for conditional networks) with
-        instance noise of std `noise_std`; return its curves (d_loss, d_real, d_fake, critic_gap,
-        g_loss) as 0-dim views that each call overwrites."""
-        if not self._prepared or self._state_replaced():
-            self.prepare()
-        self.adam_g.sync_lr()
-        self.adam_d.sync_lr()
-        if noise_std != self._noise_std_value:
-            # A tensor, not a Python float: the compiled graph would be specialised on a float.
-            self.noise_std.fill_(noise_std)
-            self._noise_std_value = noise_std
-        started = self.ema is not None and self.ema.started()
-        # Always averaging inside keeps one graph; the average's first update is a copy of G, which
-        # overwrites what the region averaged (its count, 1 after the region, is then right too).
-        self.run(real, labels, g_turn, self.ema is not None)
-        if self.ema is not None and not started:
-            self.ema.copy_from(self.generator)
-        return self.curve_views
-
-    # ---- the function that is compiled -----------------------------------------------------------
-
-    def _noisy(self, images: torch.Tensor) -> torch.Tensor:
-        return images + self.noise_std * torch.randn_like(images)
-
-    def _iteration(self, real: torch.Tensor, labels: Optional[torch.Tensor], g_turn: bool, average: bool) -> None:
-        generator, discriminator = self.generator, self.discriminator
-        b = real.size(0)
-        cond = () if labels is None else (labels,)  # conditional networks: the fakes take the real classes
-        d_params = {k: v.detach() for k, v in discriminator.named_parameters()}
-        d_buffers = dict(discriminator.named_buffers())
-        g_params = {k: v.detach() for k, v in generator.named_parameters()}
-        g_buffers = dict(generator.named_buffers())
-
-        # (1) update D: real (+ noise) → "real", G(z) → "fake". Draws in the eager step's order.
-        z = torch.randn(b, generator.latent_dim, device=real.device, dtype=real.dtype)
-        with torch.no_grad():
-            fake = generator(z, *cond)  # updates G's BatchNorm statistics, as the eager D step does
-        real_in = self._noisy(real)
-        fake_in = self._noisy(fake) if self.noise_fakes else fake
-
-        # Buffers (spectral norm's power-iteration vectors) are arguments, not captured: torch.func
-        # refuses in-place writes into captured tensors, and the forward writes into them.
-        def d_loss(params: Tensors, buffers: Tensors) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-            real_logits = functional_call(discriminator, (params, buffers), (real_in, *cond))
-            fake_logits = functional_call(discriminator, (params, buffers), (fake_in, *cond))
-            return self.discriminator_loss(real_logits, fake_logits), (real_logits, fake_logits)
-
-        d_grads, (loss_d, (real_logits, fake_logits)) = grad_and_value(d_loss, has_aux=True)(d_params, d_buffers)
-        self.adam_d.step(d_grads)
-        if self.clip_value is not None:
+    if recipe.freeze_discriminator:
+        d_loss, (real_logits, fake_logits) = updates.evaluate(d_objective)
+    else:
+        d_loss, (real_logits, fake_logits) = updates.minimise("discriminator", d_objective)
+        if recipe.clip_value is not None:
+            # WGAN's way to keep the critic Lipschitz.
             with torch.no_grad():
                 for p in discriminator.parameters():
-                    p.clamp_(-self.clip_value, self.clip_value)
-        real_logits, fake_logits = real_logits.detach().float(), fake_logits.detach().float()
-        d_curves = [loss_d.detach(), torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
-                    real_logits.mean() - fake_logits.mean()]  # fmt: skip
-        self.curves[:4].copy_(torch.stack(d_curves))
+                    p.clamp_(-recipe.clip_value, recipe.clip_value)
+    curves = {"d_loss": d_loss, **recipe.discriminator_curves(real_logits, fake_logits)}
 
-        # (2) update G g_steps times on fresh noise: make D call the fakes real. The parameter dicts
-        # hold detached views of the parameters, so they see every in-place Adam update.
-        if g_turn:
+    # (2) update G g_steps times on fresh noise: make D call the fakes real.
+    if g_turn:
+        for _ in range(recipe.g_steps):
+            z = noise()
 
-            def g_loss(params: Tensors, g_buffers: Tensors, d_buffers: Tensors, z: torch.Tensor) -> torch.Tensor:
-                fake = functional_call(generator, (params, g_buffers), (z, *cond))
-                if self.noise_fakes:
-                    fake = self._noisy(fake)
-                return self.generator_loss(functional_call(discriminator, (d_params, d_buffers), (fake, *cond)))
+            def g_objective(G: Callable, D: Callable, z: torch.Tensor = z) -> tuple[torch.Tensor, tuple]:
+                return recipe.generator_loss(D(seen_by_d(G(z, *cond), fake=True), *cond)), ()
 
-            for _ in range(self.g_steps):
-                z = torch.randn(b, generator.latent_dim, device=real.device, dtype=real.dtype)
-                g_grads, loss_g = grad_and_value(g_loss)(g_params, g_buffers, d_buffers, z)
-                self.adam_g.step(g_grads)
-            self.curves[4].copy_(loss_g.detach())
+            curves["g_loss"], _ = updates.minimise("generator", g_objective)
 
-        # (3) the weight average follows G.
-        if average:
-            self.ema.average(self.generator)
+    # (3) the weight average follows G.
+    if average is not None:
+        average.update_parameters(generator)
+    return curves
+
+
+class EagerUpdates:
+    """`Updates` through Lightning's manual optimisation: toggle the network's optimizer (the other
+    network's parameters stop taking gradients), `zero_grad`, `manual_backward`, `step`. Works with any
+    optimizer, precision plugin and strategy (DDP reduces gradients in `manual_backward`).
+
+    Args:
+        module: the LightningModule with `generator`, `discriminator` and optimizers (G's, D's, …).
+    """
+
+    input_gradient = staticmethod(losses.input_gradient)
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+
+    def minimise(self, network: Network, objective: Objective) -> tuple[torch.Tensor, Any]:
+        module = self.module
+        opt_g, opt_d = module.optimizers()[:2]
+        optimizer = opt_g if network == "generator" else opt_d
+        with module.toggled_optimizer(optimizer):
+            loss, aux = objective(module.generator, module.discriminator)
+            optimizer.zero_grad()
+            module.manual_backward(loss)
+            optimizer.step()
+        return loss.detach(), aux
+
+    def evaluate(self, objective: Objective) -> tuple[torch.Tensor, Any]:
+        with torch.no_grad():
+            return objective(self.module.generator, self.module.discriminator)

@@ -27,3 +27,17 @@ def logger_writes_this_step(trainer: L.Trainer) -> bool:
     ones by its batch counter, and exposes the decision only on its logger connector.
     """
     return trainer._logger_connector.should_update_logs or bool(trainer.fast_dev_run)
+
+
+def count_optimizer_steps(optimizer: L.pytorch.core.optimizer.LightningOptimizer, steps: int) -> None:
+    """Count `steps` optimizer steps that were made without `optimizer.step()` in Lightning's
+    manual-optimisation progress, which `global_step` reads.
+
+    The compiled iteration updates weights with Adam written as tensor maths inside its graph; without
+    this, `global_step` would stand still and `ModelCheckpoint` (which saves only when `global_step`
+    moved) would stop writing checkpoints. These are the two hooks `LightningOptimizer.step` calls
+    around the real step (the manual loop sets them during `training_step`).
+    """
+    for _ in range(steps):
+        optimizer._on_before_step()
+        optimizer._on_after_step()

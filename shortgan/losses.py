@@ -64,18 +64,28 @@ def generator_wasserstein(fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
 
 
+def input_gradient(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """∇ₓ Σ f(x), kept in the graph: a loss made of it still trains f's weights by backward()."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(f(x).sum(), x, create_graph=True)
+    return grad
+
+
 def gradient_penalty(
-    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    gradient: Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor], torch.Tensor] = input_gradient,
 ) -> torch.Tensor:
     """WGAN-GP's E[(‖∇D(x̂)‖ − 1)²] at random points x̂ on lines between real and fake images.
 
     Zero for a critic whose gradient has unit norm everywhere (a 1-Lipschitz critic that is tight).
-    The graph is kept, so the penalty's own gradient reaches D's weights.
+    `gradient(f, x)` takes the gradient: `input_gradient` (autograd), or its torch.func form inside
+    the functional iteration, where autograd cannot run.
     """
     eps = torch.rand(real.size(0), *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
-    mixed = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
-    return (grad.flatten(1).norm(dim=1) - 1).square().mean()
+    mixed = eps * real + (1 - eps) * fake.detach()
+    return (gradient(critic, mixed).flatten(1).norm(dim=1) - 1).square().mean()
 
 
 # ---- hinge (Lim & Ye 2017) ---------------------------------------------------------------------

@@ -117,6 +117,19 @@ class RunCheckpoint(ModelCheckpoint):
         self._save_last_checkpoint(trainer, candidates)
 
 
+def seed_this_process(trainer: L.Trainer, epoch: int) -> None:
+    """Under DDP, give each process its own torch random stream for this epoch.
+
+    seed_everything gives every process the same seed, so all would draw the same noise and the same
+    fakes. The stream is derived from the global seed, the epoch and the rank: reproducible, and a
+    resumed run draws as an unbroken one. One process: nothing changes.
+    """
+    if trainer.world_size > 1:
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        stream = np.random.SeedSequence([seed, epoch, trainer.global_rank])
+        torch.manual_seed(int(stream.generate_state(1)[0]))
+
+
 class RNGState(Callback):
     """Saves the torch, CUDA, NumPy and Python random states in checkpoints and restores them when
     training resumes, so a resumed run shuffles and draws noise exactly as an uninterrupted one."""

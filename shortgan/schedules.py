@@ -1,10 +1,13 @@
 """Schedules keyed on how far training has come, so they end with the run however it is bounded."""
 
+from dataclasses import dataclass
 from typing import Optional
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer
+
+from shortgan.errors import UserError
 
 
 def training_clock(trainer: L.Trainer) -> Optional[tuple[float, float]]:
@@ -71,3 +74,38 @@ class ProgressLR(torch.optim.lr_scheduler.LRScheduler):
 
     def get_lr(self) -> list[float]:
         return [base * (1.0 + (self.end_factor - 1.0) * self.progress) for base in self.base_lrs]
+
+
+@dataclass(frozen=True)
+class InstanceNoise:
+    """The std of the Gaussian noise on the images D sees, over the adversarial training (the `GAN`
+    arguments `instance_noise`, `instance_noise_fade` and `instance_noise_epochs`).
+
+    Args:
+        std: the std at the start (0 turns the noise off).
+        fade: fall linearly to 0 over this fraction of the adversarial training's progress (see
+            `adversarial_progress`); None keeps it constant.
+        epochs: the older, epoch-counted fade: reach 0 after this many adversarial epochs.
+    """
+
+    std: float = 0.1
+    fade: Optional[float] = None
+    epochs: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.std < 0:
+            raise UserError(f"model.instance_noise must be >= 0, got {self.std}")
+        if self.epochs is not None and self.epochs < 1:
+            raise UserError(f"model.instance_noise_epochs must be at least 1 (or null), got {self.epochs}")
+        if self.fade is not None and not 0 < self.fade <= 1:
+            raise UserError(f"model.instance_noise_fade must be in (0, 1] (or null), got {self.fade}")
+        if self.fade is not None and self.epochs is not None:
+            raise UserError("model.instance_noise_fade and model.instance_noise_epochs both set: keep one")
+
+    def at(self, progress: float, adversarial_epoch: int) -> float:
+        """The std at this `progress` (0 → 1) of the adversarial training, in this adversarial epoch."""
+        if self.fade is not None:
+            return self.std * max(0.0, 1.0 - progress / self.fade)
+        if self.epochs is not None:
+            return self.std * max(0.0, 1.0 - adversarial_epoch / self.epochs)
+        return self.std

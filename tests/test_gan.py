@@ -362,7 +362,7 @@ def test_compiled_networks_compute_what_eager_ones_do_and_train():
         for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
             assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), name
 
-    model = small_gan(pretrain_epochs=1, compile_mode="default")
+    model = small_gan(pretrain_epochs=1, compile="networks", compile_mode="default")
     keys = list(model.state_dict())
     loader = DataLoader(InMemoryImages(images, torch.zeros(16)), batch_size=8, collate_fn=_batch_as_is)
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -30,7 +30,7 @@ def test_the_d_step_changes_d_and_gives_g_no_gradient():
     for p in model.generator.parameters():
         p.grad = None
     g_before, d_before = params(model.generator), params(model.discriminator)
-    model._adversarial_step(REAL[:8], g_turn=False)  # the D step alone
+    model.adversarial_step(REAL[:8], g_turn=False)  # the D step alone
     assert all(p.grad is None for p in model.generator.parameters())
     assert all(torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()))
     assert all(not torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters()))
@@ -42,7 +42,7 @@ def test_the_d_step_runs_g_with_grad_mode_off_and_the_g_step_with_it_on():
     # graphs it reused the D step's G graph in the G step, which then had no gradient).
     model, modes = attached(), []
     model.generator.register_forward_hook(lambda *_: modes.append(torch.is_grad_enabled()))
-    model._adversarial_step(REAL[:8], g_turn=True)
+    model.adversarial_step(REAL[:8], g_turn=True)
     assert modes == [False, True, True]  # the D step's fakes, then the two G steps
 
 
@@ -59,7 +59,7 @@ def test_the_g_steps_change_g_and_leave_d_alone():
 
     opt_d.step = recording_step
     g_before = params(model.generator)
-    model._adversarial_step(REAL[:8], g_turn=True)
+    model.adversarial_step(REAL[:8], g_turn=True)
     assert len(seen) == 1  # D stepped once, for its own step only
     after = [*params(model.discriminator), *(p.grad for p in model.discriminator.parameters())]
     assert all(torch.equal(a, b) for a, b in zip(seen[0], after))  # no G step moved D or added to its gradients
@@ -80,14 +80,14 @@ def test_real_and_fake_labels_reach_d_s_loss(monkeypatch):
 
 def test_the_gradient_penalty_is_added_to_the_critic_s_loss(monkeypatch):
     penalty = torch.tensor(1.5, requires_grad=True)
-    monkeypatch.setattr(losses, "gradient_penalty", lambda critic, real, fake: penalty * 1)
+    monkeypatch.setattr(losses, "gradient_penalty", lambda critic, real, fake, gradient: penalty * 1)
     model = small_gan(loss="wgan_gp", gp_weight=4.0, g_steps=1)
     fit(model, REAL)
     # d_loss = E[D(fake)] − E[D(real)] + gp_weight · penalty, and critic_gap = E[D(real)] − E[D(fake)].
     assert model.latest["d_loss"] + model.latest["critic_gap"] == pytest.approx(4.0 * 1.5, abs=1e-5)
 
 
-@pytest.mark.parametrize("loss", ["bce", "minimax", "lsgan", "wgan", "hinge"])
+@pytest.mark.parametrize("loss", ["bce", "minimax", "lsgan", "wgan", "wgan_gp", "hinge"])
 def test_each_loss_name_runs_its_own_pair_of_losses(loss, monkeypatch):
     # A swapped entry in the loss tables would train the wrong game, with finite losses all the same.
     used = set()
@@ -109,6 +109,7 @@ def test_each_loss_name_runs_its_own_pair_of_losses(loss, monkeypatch):
         "minimax": {("D", "discriminator_bce"), ("G", "generator_minimax")},
         "lsgan": {("D", "discriminator_lsgan"), ("G", "generator_lsgan")},
         "wgan": {("D", "discriminator_wasserstein"), ("G", "generator_wasserstein")},
+        "wgan_gp": {("D", "discriminator_wasserstein"), ("G", "generator_wasserstein")},  # + the penalty
         "hinge": {("D", "discriminator_hinge"), ("G", "generator_wasserstein")},  # G's hinge loss is −E[D(G(z))]
     }
     assert used == expected[loss]

@@ -1,23 +1,32 @@
-"""The functional adversarial iteration (`compile_scope: iteration`): same maths as the eager step,
-one graph when compiled, checkpoints interchangeable with the eager path, and a clear fallback."""
+"""The adversarial iteration, written once (shortgan/iteration.py) and run two ways: eagerly, and as
+the functional iteration that `compile: iteration` compiles (shortgan/functional.py). Same maths for
+every option, one graph when compiled, the same bookkeeping (steps, checkpoints, resume), a clear
+fallback."""
 
 import copy
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from shortgan import losses
+from shortgan.cli import cli_main
 from shortgan.data import InMemoryImages, _batch_as_is
+from shortgan.functional import AdamMaths, FunctionalIteration
 from shortgan.gan import GAN
-from shortgan.iteration import AdamMaths, AdversarialIteration
+from shortgan.iteration import AdversarialRecipe
 from shortgan.networks import ShortGANDiscriminator, ShortGANGenerator
 from shortgan.safety import RNGState
 
 IMAGES = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+LABELS = torch.arange(64) % 10
 # Autograd and torch.func sum gradients in different orders (differences ~1e-9). Adam divides by
 # sqrt(v) + eps, so where a gradient is itself ~1e-9 (many of G's last-layer weights) a rounding
 # difference moves the step by up to lr * 1e-9 / eps: eps 1e-6 instead of 1e-8 keeps that below 1e-6.
@@ -25,16 +34,21 @@ ADAM = partial(torch.optim.Adam, lr=4e-4, betas=(0.5, 0.999), eps=1e-6, fused=Tr
 TOLERANCE = 1e-5
 
 
-def gan(**kwargs) -> GAN:
+def gan(num_classes: int = 0, **kwargs) -> GAN:
     kwargs = {"generator_optimizer": ADAM, "discriminator_optimizer": ADAM, "pretrain_epochs": 1, "ema_decay": 0.9,
-              **kwargs}  # fmt: skip
-    return GAN(ShortGANGenerator(channels=4), ShortGANDiscriminator(channels=8, num_layers=3), **kwargs)
+              "classifier_checkpoint": None, "compile": "off", **kwargs}  # fmt: skip
+    return GAN(ShortGANGenerator(channels=4, num_classes=num_classes),
+               ShortGANDiscriminator(channels=8, num_layers=3, num_classes=num_classes), **kwargs)  # fmt: skip
+
+
+# The functional iteration uncompiled: the code `compile: iteration` hands to torch.compile.
+FUNCTIONAL = {"compile": "iteration", "compile_backend": None}
 
 
 def loader() -> DataLoader:
     # 2 loaded batches an epoch: few iterations, so that rounding differences stay rounding-sized
     # (over many, GAN training amplifies them, as it would any change of summation order).
-    return DataLoader(InMemoryImages(IMAGES, torch.zeros(64)), batch_size=32, shuffle=True, collate_fn=_batch_as_is)
+    return DataLoader(InMemoryImages(IMAGES, LABELS), batch_size=32, shuffle=True, collate_fn=_batch_as_is)
 
 
 def trainer(epochs: int, **kwargs) -> L.Trainer:
@@ -74,14 +88,21 @@ def assert_same_training(a: GAN, b: GAN, start: dict[str, torch.Tensor]) -> None
     for opt_a, opt_b in zip(a.optimizers()[:2], b.optimizers()[:2]):
         assert opt_a.param_groups[0]["lr"] == opt_b.param_groups[0]["lr"]
         steps = [[int(s["step"]) for s in opt.optimizer.state.values()] for opt in (opt_a, opt_b)]
-        assert steps[0] == steps[1] and steps[0]
+        assert steps[0] == steps[1]  # (a frozen D's optimizer holds no state on either path)
+    assert a.trainer.global_step == b.trainer.global_step > 0
 
 
 VARIANTS = {
     "default": {},
     "n_critic-2": {"n_critic": 2, "g_steps": 1},
     "hinge": {"loss": "hinge", "ema_decay": None},
+    "minimax": {"loss": "minimax", "real_label": 1.0},
+    "lsgan": {"loss": "lsgan"},
     "wgan-clipped": {"loss": "wgan", "clip_value": 0.05, "noise_fakes": False},
+    "wgan-gp": {"loss": "wgan_gp", "n_critic": 2, "g_steps": 1},
+    "augment": {"augment": ("translation", "cutout")},
+    "frozen-d": {"freeze_discriminator": True},
+    "conditional": {"num_classes": 10},
 }
 
 
@@ -95,28 +116,54 @@ def tensors(model: GAN) -> list[torch.Tensor]:
 def test_every_functional_iteration_computes_what_the_eager_step_does(kwargs):
     # Lockstep: from the same weights, optimizer states and random state, one eager iteration and one
     # functional iteration must agree up to float rounding; training goes on from the eager result.
-    model = gan(pretrain_epochs=0, compile_scope="iteration", **kwargs)
+    model = gan(pretrain_epochs=0, **FUNCTIONAL, **kwargs)
     trainer(1, limit_train_batches=1).fit(model, loader())  # attaches the optimizers, builds the iteration
-    assert model.iteration is not None
+    functional = model.iteration
+    assert functional is not None
+    if model.hparams.freeze_discriminator:
+        model.discriminator.eval()  # as training_step leaves it
+    if model.generator_ema is not None:
+        model.generator_ema.n_averaged.zero_()  # the first iteration checks the average's first update (a copy)
     for i in range(6):
         real, g_turn = IMAGES[8 * i : 8 * i + 8], (i + 1) % model.hparams.n_critic == 0
+        labels = LABELS[8 * i : 8 * i + 8] if model.num_classes else None
         before, rng = [t.detach().clone() for t in tensors(model)], torch.get_rng_state()
-        model._functional_step(real, g_turn)
-        functional = [t.detach().clone() for t in tensors(model)]
+        model.iteration = functional
+        functional_curves = {k: v.clone() for k, v in model.adversarial_step(real, g_turn, labels).items()}
+        after_functional = [t.detach().clone() for t in tensors(model)]
         with torch.no_grad():
             for t, saved in zip(tensors(model), before, strict=True):
                 t.copy_(saved)
         torch.set_rng_state(rng)
-        model._adversarial_step(real, g_turn)
-        if model.generator_ema is not None:
-            model.generator_ema.update_parameters(model.generator)
-        for j, (eager, other) in enumerate(zip(tensors(model), functional, strict=True)):
+        model.iteration = None
+        eager_curves = model.adversarial_step(real, g_turn, labels)
+        for j, (eager, other) in enumerate(zip(tensors(model), after_functional, strict=True)):
             assert torch.allclose(eager.float(), other.float(), atol=1e-6, rtol=1e-5), (i, j)
-        # Not vacuous: D moved, and G exactly on its turns.
+        assert eager_curves.keys() == functional_curves.keys()
+        for name, value in eager_curves.items():
+            assert torch.allclose(value, functional_curves[name], atol=1e-5, rtol=1e-4), name
+        # Not vacuous: D moved unless frozen, G exactly on its turns, the average every iteration.
         names = list(model.state_dict())
         moved = {name for name, a, b in zip(names, tensors(model), before) if not torch.equal(a, b)}
-        assert "discriminator.features.0.bias" in moved
+        assert ("discriminator.features.0.bias" in moved) != model.hparams.freeze_discriminator
         assert ("generator.to_pixels.bias" in moved) == g_turn
+        if model.generator_ema is not None:
+            assert "generator_ema.n_averaged" in moved
+
+
+def test_the_first_update_of_the_weight_average_copies_g_on_both_paths():
+    # With pretrain_epochs 0 the average's first update is an adversarial iteration's.
+    for path in ({"compile": "off"}, FUNCTIONAL):
+        L.seed_everything(0)
+        model = gan(pretrain_epochs=0, **path)
+        with torch.no_grad():
+            for p in model.generator_ema.module.parameters():
+                p.fill_(7.0)  # what a copy must overwrite, and an average would not
+        trainer(1, limit_train_batches=1).fit(model, loader())
+        assert int(model.generator_ema.n_averaged) == 1
+        # One update with decay 0.9 from 7.0 would leave 0.7 + 0.9 * 7 = 6.3 + ...: far from G.
+        for a, g in zip(model.generator_ema.module.parameters(), model.generator.parameters()):
+            assert torch.equal(a, g)
 
 
 @pytest.mark.parametrize("kwargs", VARIANTS.values(), ids=VARIANTS.keys())
@@ -125,7 +172,7 @@ def test_a_run_with_the_functional_iteration_trains_as_the_eager_one(kwargs):
     # loaded batch, the G turns of n_critic, the first update of the weight average.
     kwargs = {**kwargs, "iterations_per_batch": 2,
               "generator_scheduler": partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)}  # fmt: skip
-    (eager, start), (functional, _) = train(**kwargs), train(compile_scope="iteration", **kwargs)
+    (eager, start), (functional, _) = train(**kwargs), train(**FUNCTIONAL, **kwargs)
     assert functional.iteration is not None and eager.iteration is None
     assert functional.optimizers()[0].param_groups[0]["lr"] == 1e-4  # two adversarial epochs of StepLR
     assert_same_training(eager, functional, start)
@@ -136,9 +183,9 @@ def test_a_run_with_the_functional_iteration_trains_as_the_eager_one(kwargs):
 
 def test_checkpoints_resume_across_the_two_paths(tmp_path):
     # 2 epochs on one path, a checkpoint, 1 more epoch on the other = 3 epochs on the eager path.
-    def run(epochs: int, scope: str, resume: str | None = None, save: str | None = None) -> GAN:
+    def run(epochs: int, path: dict, resume: str | None = None, save: str | None = None) -> GAN:
         L.seed_everything(0)
-        model = gan(compile_scope=scope)
+        model = gan(**path)
         t = trainer(epochs, callbacks=[RNGState()])
         t.fit(model, loader(), ckpt_path=resume)
         if save:
@@ -147,11 +194,14 @@ def test_checkpoints_resume_across_the_two_paths(tmp_path):
 
     L.seed_everything(0)
     start = gan().state_dict()
-    straight = run(3, "networks")
-    for first, then in (("networks", "iteration"), ("iteration", "networks")):
-        path = str(tmp_path / f"{first}.ckpt")
+    eager = {"compile": "off"}
+    straight = run(3, eager)
+    for first, then in ((eager, FUNCTIONAL), (FUNCTIONAL, eager)):
+        path = str(tmp_path / f"{first['compile']}.ckpt")
         run(2, first, save=path)
-        assert_same_training(straight, run(3, then, resume=path), start)
+        resumed = run(3, then, resume=path)
+        assert_same_training(straight, resumed, start)
+        assert resumed.trainer.global_step == straight.trainer.global_step
 
 
 def test_the_functional_iteration_reads_nothing_back_from_the_device(forbid_host_reads):
@@ -160,7 +210,7 @@ def test_the_functional_iteration_reads_nothing_back_from_the_device(forbid_host
             if batch_idx == 2:
                 forbid_host_reads()
 
-    model = gan(pretrain_epochs=0, compile_scope="iteration")
+    model = gan(pretrain_epochs=0, **FUNCTIONAL)
     batches = DataLoader(InMemoryImages(IMAGES, torch.zeros(64)), batch_size=8, collate_fn=_batch_as_is)
     trainer(1, log_every_n_steps=1000, callbacks=[ForbidFromThirdBatch()]).fit(model, batches)
     assert model.iteration is not None and model.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 8
@@ -169,17 +219,15 @@ def test_the_functional_iteration_reads_nothing_back_from_the_device(forbid_host
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
     [
-        ({"loss": "wgan_gp"}, "gradient penalty"),
-        ({"freeze_discriminator": True}, "freeze_discriminator"),
         ({"discriminator_optimizer": torch.optim.SGD}, "discriminator's optimizer: SGD is not Adam"),
         ({"generator_optimizer": partial(torch.optim.Adam, amsgrad=True)}, "generator's optimizer: .* amsgrad"),
     ],
 )
 def test_where_the_functional_iteration_cannot_serve_the_eager_step_runs_and_says_why(kwargs, reason):
     L.seed_everything(0)
-    model = gan(compile_scope="iteration", **kwargs)
+    model = gan(**FUNCTIONAL, **kwargs)
     before = copy.deepcopy(model.generator.state_dict())
-    with pytest.warns(UserWarning, match=f"compile_scope iteration: .*{reason}"):
+    with pytest.warns(UserWarning, match=f"compile iteration: .*{reason}"):
         trainer(2).fit(model, loader())
     assert model.iteration is None
     assert any(not torch.equal(v, model.generator.state_dict()[k]) for k, v in before.items())  # it trained
@@ -209,8 +257,8 @@ def test_a_replaced_optimizer_state_is_the_one_updated():
     # A divergence rollback loads optimizer states from a checkpoint: new tensors, which must be used.
     model = gan(pretrain_epochs=0)
     opt_g, opt_d = (torch.optim.Adam(net.parameters()) for net in (model.generator, model.discriminator))
-    iteration = AdversarialIteration(model.generator, model.discriminator, opt_g, opt_d,
-                                     partial(losses.discriminator_bce, real_label=0.9), losses.generator_nonsaturating)  # fmt: skip
+    iteration = FunctionalIteration(model.generator, model.discriminator, opt_g, opt_d, AdversarialRecipe(),
+                                    compile_backend=None)  # fmt: skip
     iteration(IMAGES[:8], 0.1)
     saved = copy.deepcopy(opt_d.state_dict())
     iteration(IMAGES[:8], 0.1)
@@ -228,7 +276,7 @@ def test_the_iteration_is_one_graph_without_breaks_or_recompiles():
     for n_critic, graphs in ((1, 1), (2, 2)):
         torch._dynamo.reset()
         counter = CompileCounter()
-        model = gan(pretrain_epochs=0, n_critic=n_critic, g_steps=1, compile_scope="iteration")
+        model = gan(pretrain_epochs=0, n_critic=n_critic, g_steps=1, **FUNCTIONAL)
         L.seed_everything(0)
         t = trainer(1, limit_train_batches=1)
         t.fit(model, loader())
@@ -236,7 +284,8 @@ def test_the_iteration_is_one_graph_without_breaks_or_recompiles():
         # fullgraph=True: dynamo raises on any graph break instead of splitting the function.
         iteration.run = torch.compile(iteration._iteration, fullgraph=True, backend=counter)
         for i in range(4):
-            iteration(IMAGES[:16], 0.1 / (i + 1), g_turn=(i + 1) % n_critic == 0)  # a moving noise std, as in training
+            _, steps = iteration(IMAGES[:16], 0.1 / (i + 1), g_turn=(i + 1) % n_critic == 0)  # a moving noise std
+            assert steps == (2 if (i + 1) % n_critic == 0 else 1)  # the step count survives compilation
         assert counter.frame_count == graphs  # one per kind of iteration (with and without a G turn)
         with torch._dynamo.config.patch(error_on_recompile=True):
             for i in range(4):
@@ -249,5 +298,51 @@ def test_the_iteration_is_one_graph_without_breaks_or_recompiles():
 def test_the_compiled_iteration_trains_as_the_eager_step_does():
     # Inductor draws random numbers its own way unless told to use PyTorch's generator.
     with torch._inductor.config.patch(fallback_random=True):
-        (eager, start), (compiled, _) = train(), train(compile_scope="iteration", compile_mode="default")
+        (eager, start), (compiled, _) = train(), train(compile="iteration")
+    assert compiled.execution.backend == "inductor" and compiled.iteration is not None
     assert_same_training(eager, compiled, start)
+    assert compiled.trainer.global_step == eager.trainer.global_step
+
+
+QUICK = ["--config", "configs/quickstart.yaml", "--trainer.enable_progress_bar", "false",
+         "--model.init_args.pretrain_epochs", "1", "--model.init_args.classifier_checkpoint", "null",
+         "--trainer.limit_train_batches", "10", "--data.init_args.batch_size", "16"]  # fmt: skip
+
+
+def test_global_step_and_checkpoints_move_on_the_functional_path(tmp_path):
+    """ModelCheckpoint saves only when global_step moved: the functional path must count its steps."""
+    cli_main(["fit", *QUICK, "--model.init_args.compile", "iteration", "--model.init_args.compile_backend", "null",
+              "--trainer.max_epochs", "3", "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    folder = tmp_path / "quickstart" / "version_0" / "checkpoints"
+    last = torch.load(folder / "last.ckpt", weights_only=True)
+    # 10 pretraining steps, then 10 batches × (1 D + 2 G) in each of 2 adversarial epochs.
+    assert (last["epoch"], last["global_step"]) == (2, 10 + 2 * 10 * 3)
+    assert (folder / "epoch=2-step=70.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_a_compiled_run_killed_in_adversarial_training_resumes_from_an_adversarial_epoch(tmp_path):
+    # compile_backend eager: torch.compile captures the iteration as for inductor (the same wrapper,
+    # the same step counting through dynamo) without minutes of C++ compilation on a CPU.
+    args = [*QUICK, "--model.init_args.compile", "iteration", "--model.init_args.compile_backend", "eager",
+            "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    run = subprocess.Popen([sys.executable, "main.py", "fit", *args, "--trainer.max_epochs", "1000"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    last = tmp_path / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.time() + 240
+        while not (last.exists() and torch.load(last, weights_only=True)["epoch"] >= 3):
+            assert run.poll() is None, run.stderr.read()
+            assert time.time() < deadline, "no adversarial checkpoint in 4 minutes"
+            time.sleep(0.5)
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == -signal.SIGKILL
+    saved = torch.load(last, weights_only=True)
+    assert saved["epoch"] >= 3 and saved["global_step"] == 10 + saved["epoch"] * 10 * 3
+    # The checkpoint closes epoch `epoch`: two more epochs run to max_epochs epoch + 3.
+    cli = cli_main(["fit", *args, "--trainer.max_epochs", str(saved["epoch"] + 3), "--ckpt_path", "last"])
+    assert cli.model.iteration is not None  # resumed on the compiled path
+    assert cli.trainer.global_step == saved["global_step"] + 10 * 3 * 2

@@ -1,0 +1,129 @@
+"""Which code runs the adversarial iterations, and why: the eager step, the functional iteration
+compiled whole (shortgan/functional.py), or the eager step around compiled networks.
+
+All of them run the one `adversarial_iteration` (shortgan/iteration.py); they differ in speed only.
+`compile: auto` picks the compiled iteration where it measured faster, wall clock including the
+compile (docs/performance.md): always on a GPU, and on a CPU once the adversarial training is long
+enough to repay the compile.
+"""
+
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import lightning as L
+import torch
+
+from shortgan.functional import unsupported_network, unsupported_optimizer
+from shortgan.iteration import AdversarialRecipe
+from shortgan.schedules import training_clock
+
+Compile = Literal["auto", "off", "iteration", "networks"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+
+# On the 2-core development CPU the compiled iteration runs ~25–35% more iterations per second than
+# the eager step and inductor's compile costs ~40 s cold (a few seconds with its cache warm): it
+# repays a cold compile after ~7,000 iterations, or about 4 minutes of adversarial training
+# (docs/performance.md, "compile: auto"). Below these, `auto` stays eager on a CPU.
+CPU_MIN_ITERATIONS = 8_000
+CPU_MIN_SECONDS = 240.0
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The chosen way to run adversarial iterations: `path` (`eager`, `iteration` or `networks`), the
+    `torch.compile` `mode` and `backend` (None: uncompiled), and `why`, for the run's one line."""
+
+    path: Literal["eager", "iteration", "networks"]
+    why: str
+    mode: Optional[str] = None
+    backend: Optional[str] = None
+
+    def describe(self) -> str:
+        if self.path == "eager":
+            return f"Adversarial iterations run eagerly: {self.why}."
+        how = "uncompiled" if self.backend is None else f"torch.compile {self.backend}, mode {self.mode or 'default'}"
+        what = "the functional iteration" if self.path == "iteration" else "compiled networks"
+        return f"Adversarial iterations run as {what} ({how}): {self.why}."
+
+
+def functional_iteration_limit(trainer: L.Trainer, discriminator: torch.nn.Module, recipe: AdversarialRecipe) -> Optional[str]:
+    """Why the functional iteration cannot run this training (an engine limit), or None."""
+    network = unsupported_network(discriminator, recipe)
+    if network is not None:
+        return network
+    if trainer.world_size > 1:
+        return "DDP reduces gradients in backward(), which the functional iteration does not call"
+    if trainer.precision not in ("32-true", "32"):
+        return f"precision {trainer.precision} is not supported by the functional iteration (float32 only)"
+    for name, optimizer in zip(("generator", "discriminator"), trainer.optimizers[:2]):
+        problem = unsupported_optimizer(optimizer)
+        if problem:
+            return f"the {name}'s optimizer: {problem} (the functional iteration writes only Adam and AdamW)"
+    return None
+
+
+def has_cpp_compiler() -> bool:
+    """Whether inductor can build CPU kernels here (it needs a C++ compiler)."""
+    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
+
+
+def expected_adversarial_work(
+    trainer: L.Trainer, pretrain_epochs: int, iterations_per_batch: int
+) -> tuple[Optional[float], Optional[float]]:
+    """(iterations, seconds) of adversarial training left in this run, each None if unbounded."""
+    iterations = None
+    batches = trainer.num_training_batches
+    if trainer.max_epochs is not None and trainer.max_epochs >= 0 and batches not in (0, float("inf")):
+        epochs = trainer.max_epochs - max(trainer.current_epoch, pretrain_epochs)
+        iterations = max(0, epochs) * batches * iterations_per_batch
+    clock = training_clock(trainer)
+    seconds = None if clock is None else max(0.0, clock[1] - clock[0])
+    return iterations, seconds
+
+
+def choose_execution(
+    choice: Compile,
+    mode: Optional[str],
+    backend: Optional[str],
+    trainer: L.Trainer,
+    discriminator: torch.nn.Module,
+    recipe: AdversarialRecipe,
+    pretrain_epochs: int,
+    iterations_per_batch: int,
+) -> Execution:
+    """The way `compile: choice` runs on this trainer (see `GAN`'s `compile` argument)."""
+    on_gpu = trainer.strategy.root_device.type == "cuda"
+    mode = mode or ("reduce-overhead" if on_gpu else "default")
+    if choice == "off":
+        return Execution("eager", "compile is off")
+    if choice == "networks":
+        return Execution("networks", "compile networks", mode, backend)
+    limit = functional_iteration_limit(trainer, discriminator, recipe)
+    if limit is not None:
+        return Execution("eager", limit)
+    if choice == "iteration":
+        return Execution("iteration", "compile iteration", mode, backend)
+    # auto
+    if backend is None:
+        return Execution("iteration", "compile_backend is null", mode, None)
+    if on_gpu:
+        return Execution("iteration", "on a GPU it runs ~14x the eager step (one CUDA graph per iteration)", mode, backend)
+    if trainer.strategy.root_device.type != "cpu":
+        return Execution("eager", f"compile auto compiles on a CPU or GPU, not {trainer.strategy.root_device.type}")
+    if backend == "inductor" and not has_cpp_compiler():
+        return Execution("eager", "no C++ compiler found (g++ or clang++), which torch.compile needs on a CPU")
+    iterations, seconds = expected_adversarial_work(trainer, pretrain_epochs, iterations_per_batch)
+    short = []  # the bounds that end this run's adversarial training too soon to repay a compile
+    if iterations is not None and iterations < CPU_MIN_ITERATIONS:
+        short.append(f"~{iterations:,} iterations")
+    if seconds is not None and seconds < CPU_MIN_SECONDS:
+        short.append(f"{seconds:.0f} s")
+    if short:
+        return Execution(
+            "eager",
+            f"on a CPU compiling repays its ~40 s after ~{CPU_MIN_ITERATIONS:,} iterations or {CPU_MIN_SECONDS / 60:.0f} "
+            f"minutes and this run's adversarial training is {' / '.join(short)} (compile: iteration forces it)",
+        )
+    return Execution("iteration", "on a CPU a run this long repays the compile", mode, backend)
