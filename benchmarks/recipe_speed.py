@@ -1,7 +1,7 @@
 """Training speed of each recipe config: adversarial batches per second after a warm-up.
 
     python -m benchmarks.recipe_speed --threads 1 configs/*.yaml
-    python -m benchmarks.recipe_speed configs/quickstart.yaml --set --model.init_args.compile_mode default
+    python -m benchmarks.recipe_speed configs/quickstart.yaml --set --model.init_args.compile iteration
 
 Each config trains `--batches` batches (pretraining epochs skipped) on the offline MNIST sample;
 the first `--warmup` batches are not timed. `--set` passes further CLI arguments to every config.

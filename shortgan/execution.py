@@ -2,7 +2,7 @@
 compiled whole (shortgan/functional.py), or the eager step around compiled networks.
 
 All of them run the one `adversarial_iteration` (shortgan/iteration.py); they differ in speed only.
-`compile: auto` picks the compiled iteration where it measured faster, wall clock including the
+`compile: auto` picks the compiled iteration where it measured faster, wall clock including a cold
 compile (docs/performance.md): always on a GPU, and on a CPU once the adversarial training is long
 enough to repay the compile.
 """
@@ -10,7 +10,7 @@ enough to repay the compile.
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import lightning as L
 import torch
@@ -22,12 +22,12 @@ from shortgan.schedules import training_clock
 Compile = Literal["auto", "off", "iteration", "networks"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 
-# On the 2-core development CPU the compiled iteration runs ~25–35% more iterations per second than
-# the eager step and inductor's compile costs ~40 s cold (a few seconds with its cache warm): it
-# repays a cold compile after ~7,000 iterations, or about 4 minutes of adversarial training
-# (docs/performance.md, "compile: auto"). Below these, `auto` stays eager on a CPU.
-CPU_MIN_ITERATIONS = 8_000
-CPU_MIN_SECONDS = 240.0
+# Measured on the 2-core development CPU (docs/performance.md, "compile: auto"): the compiled iteration
+# runs 1.28x the eager step's iterations per second (26.3 vs 20.5 /s, quickstart), and inductor's
+# compile costs ~90 s cold, ~12 s with its cache warm. A cold compile is repaid after ~8,400
+# iterations, or ~7 minutes of adversarial training: below these `auto` stays eager on a CPU.
+CPU_MIN_ITERATIONS = 10_000
+CPU_MIN_SECONDS = 420.0
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,8 @@ class Execution:
 
     path: Literal["eager", "iteration", "networks"]
     why: str
-    mode: Optional[str] = None
-    backend: Optional[str] = None
+    mode: str | None = None
+    backend: str | None = None
 
     def describe(self) -> str:
         if self.path == "eager":
@@ -48,7 +48,9 @@ class Execution:
         return f"Adversarial iterations run as {what} ({how}): {self.why}."
 
 
-def functional_iteration_limit(trainer: L.Trainer, discriminator: torch.nn.Module, recipe: AdversarialRecipe) -> Optional[str]:
+def functional_iteration_limit(
+    trainer: L.Trainer, discriminator: torch.nn.Module, recipe: AdversarialRecipe
+) -> str | None:
     """Why the functional iteration cannot run this training (an engine limit), or None."""
     network = unsupported_network(discriminator, recipe)
     if network is not None:
@@ -71,7 +73,7 @@ def has_cpp_compiler() -> bool:
 
 def expected_adversarial_work(
     trainer: L.Trainer, pretrain_epochs: int, iterations_per_batch: int
-) -> tuple[Optional[float], Optional[float]]:
+) -> tuple[float | None, float | None]:
     """(iterations, seconds) of adversarial training left in this run, each None if unbounded."""
     iterations = None
     batches = trainer.num_training_batches
@@ -83,10 +85,18 @@ def expected_adversarial_work(
     return iterations, seconds
 
 
+def compile_mode_for(trainer: L.Trainer, mode: str | None, backend: str | None) -> str | None:
+    """The `torch.compile` mode: as given, else `reduce-overhead` (CUDA graphs) on a GPU and `default`
+    elsewhere; None for backends other than inductor, whose modes these are."""
+    if backend != "inductor":
+        return None
+    return mode or ("reduce-overhead" if trainer.strategy.root_device.type == "cuda" else "default")
+
+
 def choose_execution(
     choice: Compile,
-    mode: Optional[str],
-    backend: Optional[str],
+    mode: str | None,
+    backend: str | None,
     trainer: L.Trainer,
     discriminator: torch.nn.Module,
     recipe: AdversarialRecipe,
@@ -95,7 +105,7 @@ def choose_execution(
 ) -> Execution:
     """The way `compile: choice` runs on this trainer (see `GAN`'s `compile` argument)."""
     on_gpu = trainer.strategy.root_device.type == "cuda"
-    mode = mode or ("reduce-overhead" if on_gpu else "default")
+    mode = compile_mode_for(trainer, mode, backend)
     if choice == "off":
         return Execution("eager", "compile is off")
     if choice == "networks":
@@ -109,7 +119,9 @@ def choose_execution(
     if backend is None:
         return Execution("iteration", "compile_backend is null", mode, None)
     if on_gpu:
-        return Execution("iteration", "on a GPU it runs ~14x the eager step (one CUDA graph per iteration)", mode, backend)
+        return Execution(
+            "iteration", "on a GPU it runs ~14x the eager step (one CUDA graph per iteration)", mode, backend
+        )
     if trainer.strategy.root_device.type != "cpu":
         return Execution("eager", f"compile auto compiles on a CPU or GPU, not {trainer.strategy.root_device.type}")
     if backend == "inductor" and not has_cpp_compiler():
@@ -123,7 +135,8 @@ def choose_execution(
     if short:
         return Execution(
             "eager",
-            f"on a CPU compiling repays its ~40 s after ~{CPU_MIN_ITERATIONS:,} iterations or {CPU_MIN_SECONDS / 60:.0f} "
-            f"minutes and this run's adversarial training is {' / '.join(short)} (compile: iteration forces it)",
+            f"on a CPU a cold compile (~90 s) is repaid after ~{CPU_MIN_ITERATIONS:,} iterations or "
+            f"{CPU_MIN_SECONDS / 60:.0f} minutes, and this run's adversarial training is {' / '.join(short)} "
+            f"(compile: iteration compiles anyway)",
         )
     return Execution("iteration", "on a CPU a run this long repays the compile", mode, backend)

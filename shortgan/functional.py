@@ -12,8 +12,9 @@ updated in place: checkpoints, resume, Lightning's loop and the eager path all s
 
 from __future__ import annotations  # nested functions' annotations stay strings: dynamo traces through them
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,16 +26,18 @@ Tensors = dict[str, torch.Tensor]
 CURVES = ("d_loss", "d_real", "d_fake", "critic_gap", "g_loss")
 
 
-def unsupported_network(discriminator: nn.Module, recipe: AdversarialRecipe) -> Optional[str]:
+def unsupported_network(discriminator: nn.Module, recipe: AdversarialRecipe) -> str | None:
     """Why the functional iteration cannot run this recipe on these networks, or None."""
-    if recipe.loss == "wgan_gp" and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
+    if recipe.loss == "wgan_gp" and any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()
+    ):
         # The penalty's gradient is a torch.func transform nested in D's, and torch.func refuses the
         # in-place BatchNorm statistics update on tensors captured from the outer transform.
         return "the gradient penalty through a discriminator with BatchNorm is not written functionally"
     return None
 
 
-def unsupported_optimizer(optimizer: torch.optim.Optimizer) -> Optional[str]:
+def unsupported_optimizer(optimizer: torch.optim.Optimizer) -> str | None:
     """Why `optimizer` cannot be run as tensor maths here, or None if it can (Adam or AdamW, one group)."""
     if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
         return f"{type(optimizer).__name__} is not Adam or AdamW"
@@ -65,7 +68,7 @@ class AdamMaths:
             raise ValueError("the optimizer does not hold exactly the network's parameters")
         self.decoupled = isinstance(optimizer, torch.optim.AdamW)
         self.lr = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
-        self._lr_value: Optional[float] = None
+        self._lr_value: float | None = None
         self.sync_lr()
 
     def sync_lr(self) -> None:
@@ -119,7 +122,9 @@ class FunctionalUpdates:
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizers: dict[str, torch.optim.Optimizer]):
         self.networks = {"generator": generator, "discriminator": discriminator}
-        self.adam = {name: AdamMaths(optimizers[name], dict(net.named_parameters())) for name, net in self.networks.items()}
+        self.adam = {
+            name: AdamMaths(optimizers[name], dict(net.named_parameters())) for name, net in self.networks.items()
+        }
         self.steps = 0
 
     def minimise(self, network: Network, objective: Objective) -> tuple[torch.Tensor, Any]:
@@ -164,8 +169,8 @@ class FunctionalIteration:
         generator_optimizer, discriminator_optimizer: their `torch.optim.Adam` (or AdamW) instances.
         recipe: the iteration's GAN decisions.
         average: the weight average of G (`ExponentialMovingAverage`), or None.
-        compile_mode, compile_backend: `torch.compile` the iteration whole (`fullgraph=True`) with these;
-            backend None runs the same function uncompiled.
+        compile_mode, compile_backend: `torch.compile` the iteration whole (`fullgraph=True`) with these
+            (a mode only for inductor); backend None runs the same function uncompiled.
     """
 
     def __init__(
@@ -175,28 +180,26 @@ class FunctionalIteration:
         generator_optimizer: torch.optim.Optimizer,
         discriminator_optimizer: torch.optim.Optimizer,
         recipe: AdversarialRecipe,
-        average: Optional[nn.Module] = None,
-        compile_mode: Optional[str] = None,
-        compile_backend: Optional[str] = "inductor",
+        average: nn.Module | None = None,
+        compile_mode: str | None = None,
+        compile_backend: str | None = "inductor",
     ) -> None:
         self.generator, self.discriminator, self.recipe, self.average = generator, discriminator, recipe, average
         self.updates = FunctionalUpdates(generator, discriminator,
                                          {"generator": generator_optimizer, "discriminator": discriminator_optimizer})  # fmt: skip
         self.run = self._iteration
         if compile_backend is not None:
-            # Modes other than the default are inductor's: another backend takes none.
-            mode = compile_mode if compile_backend == "inductor" else None
-            self.run = torch.compile(self._iteration, fullgraph=True, mode=mode, backend=compile_backend)
+            self.run = torch.compile(self._iteration, fullgraph=True, mode=compile_mode, backend=compile_backend)
         device = next(generator.parameters()).device
         # A tensor, not a Python float: the compiled graph would be specialised on a float.
         self.noise_std = torch.zeros((), device=device)
-        self._noise_std_value: Optional[float] = None
+        self._noise_std_value: float | None = None
         # The iteration's curves are copied here: under CUDA graphs a graph's outputs are overwritten
         # by its next replay, this buffer is not.
         self.curves = torch.zeros(len(CURVES), device=device)
         self.curve_views = {name: self.curves[i] for i, name in enumerate(CURVES)}
         self._prepared = False
-        self._first_step: Optional[torch.Tensor] = None
+        self._first_step: torch.Tensor | None = None
 
     def prepare(self) -> None:
         """Bring the optimizer state into the form the iteration updates; call again after a state load."""
@@ -211,12 +214,12 @@ class FunctionalIteration:
         self._first_step = self._g_step_tensor()
         self._prepared = True
 
-    def _g_step_tensor(self) -> Optional[torch.Tensor]:
+    def _g_step_tensor(self) -> torch.Tensor | None:
         maths = self.updates.adam["generator"]
         return maths.optimizer.state[maths.params[0]].get("step")
 
     def __call__(
-        self, real: torch.Tensor, noise_std: float, g_turn: bool = True, labels: Optional[torch.Tensor] = None
+        self, real: torch.Tensor, noise_std: float, g_turn: bool = True, labels: torch.Tensor | None = None
     ) -> tuple[dict[str, torch.Tensor], int]:
         """One iteration on `real` (of classes `labels`, for conditional networks) with instance noise
         of std `noise_std`. Returns its curves, as 0-dim views that the next call overwrites, and the
@@ -233,7 +236,7 @@ class FunctionalIteration:
         names = self.run(real, labels, g_turn)
         return {name: self.curve_views[name] for name in names}, self.updates.steps
 
-    def _iteration(self, real: torch.Tensor, labels: Optional[torch.Tensor], g_turn: bool) -> tuple[str, ...]:
+    def _iteration(self, real: torch.Tensor, labels: torch.Tensor | None, g_turn: bool) -> tuple[str, ...]:
         curves = adversarial_iteration(self.generator, self.discriminator, self.updates, self.recipe, real, labels,
                                        self.noise_std, g_turn, self.average)  # fmt: skip
         for name, value in curves.items():

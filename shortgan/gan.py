@@ -1,7 +1,7 @@
 """The adversarial system: pretraining epochs, then adversarial iterations (shortgan/iteration.py:
 one D step and, every `n_critic` iterations, `g_steps` G steps), with the loss chosen by name."""
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -13,7 +13,7 @@ from shortgan.averaging import ExponentialMovingAverage
 from shortgan.checkpoints import load_discriminator_weights, load_generator_weights, require_gan
 from shortgan.errors import UserError
 from shortgan.evaluation import EvaluatedGeneratorSystem, SampleQuality
-from shortgan.execution import Compile, CompileMode, Execution, choose_execution
+from shortgan.execution import Compile, CompileMode, Execution, choose_execution, compile_mode_for
 from shortgan.functional import FunctionalIteration
 from shortgan.iteration import AdversarialRecipe, EagerUpdates, Loss, adversarial_iteration
 from shortgan.lightning_internals import count_optimizer_steps, find_unused_parameters, logger_writes_this_step
@@ -78,8 +78,8 @@ class GAN(EvaluatedGeneratorSystem):
         fixed_noise_seed: seed of the fixed noise.
         classifier_checkpoint: the classifier behind the domain metrics (val/domain_fid, coverage,
             class_kl, classifier_score, precision, recall). `auto`: one trained on the dataset's
-            training split on first use (seconds for the MNIST sample, about a minute for 60,000
-            images on a 2-core CPU) and cached in `<data_dir>/classifiers/`; a path: a `Classifier`
+            training split on first use (~10 s for the MNIST sample, ~40 s for 60,000 images on a
+            2-core CPU) and cached in `<data_dir>/classifiers/`; a path: a `Classifier`
             checkpoint (configs/classifier_*.yaml); null: no domain metrics.
         eval_every_n_epochs: compute the quality metrics every this many epochs (and at the last one).
         num_eval_samples: real test images, and as many generated ones, per evaluation (at most the
@@ -99,12 +99,13 @@ class GAN(EvaluatedGeneratorSystem):
             loaded batches.
         compile: how adversarial iterations run; every way runs the same `adversarial_iteration`
             (shortgan/iteration.py). `auto`: the compiled iteration where it pays (on a GPU always,
-            with CUDA graphs; on a CPU when the adversarial training is long enough to repay the
-            ~40 s compile, see shortgan/execution.py), else the eager step. `iteration`: the whole
-            iteration (D step, G steps, both Adam updates, noise, weight average) as one compiled
-            function (shortgan/functional.py); needs Adam/AdamW, one process and float32, else the
-            eager step runs with a warning. `networks`: G and D compiled each on its own, eager steps
-            around them. `off`: the eager step. The run says in one line which it took and why.
+            with CUDA graphs; on a CPU when the adversarial training is long enough to repay a cold
+            compile: ~10,000 iterations and 7 minutes, shortgan/execution.py), else the eager step.
+            `iteration`: the whole iteration (D step, G steps, both Adam updates, noise, weight
+            average) as one compiled function (shortgan/functional.py); needs Adam/AdamW, one
+            process and float32, else the eager step runs with a warning. `networks`: G and D
+            compiled each on its own, eager steps around them. `off`: the eager step. The run says
+            in one line which it took and why.
         compile_mode: `torch.compile` mode (`default`, `reduce-overhead` = CUDA graphs on a GPU,
             `max-autotune`); None: `reduce-overhead` on a GPU, `default` elsewhere.
         compile_backend: `torch.compile` backend (`inductor`; `eager` or `aot_eager` to tell a
@@ -119,38 +120,38 @@ class GAN(EvaluatedGeneratorSystem):
         generator_optimizer: OptimizerCallable = torch.optim.Adam,
         discriminator_optimizer: OptimizerCallable = torch.optim.Adam,
         pretrain_optimizer: OptimizerCallable = torch.optim.Adam,
-        generator_scheduler: Optional[LRSchedulerCallable] = None,
-        discriminator_scheduler: Optional[LRSchedulerCallable] = None,
+        generator_scheduler: LRSchedulerCallable | None = None,
+        discriminator_scheduler: LRSchedulerCallable | None = None,
         loss: Loss = "bce",
         g_steps: int = 2,
         n_critic: int = 1,
-        clip_value: Optional[float] = None,
+        clip_value: float | None = None,
         gp_weight: float = 10.0,
         real_label: float = 0.9,
         fake_label: float = 0.0,
         instance_noise: float = 0.1,
-        instance_noise_fade: Optional[float] = None,
-        instance_noise_epochs: Optional[int] = None,
+        instance_noise_fade: float | None = None,
+        instance_noise_epochs: int | None = None,
         noise_fakes: bool = True,
         augment: tuple[Augmentation, ...] = (),
         pretrain_epochs: int = 0,
         pretrain_pairing: Pairing = "nearest",
         pretrain_candidates: int = 4,
-        pretrained_generator: Optional[str] = None,
-        pretrained_discriminator: Optional[str] = None,
+        pretrained_generator: str | None = None,
+        pretrained_discriminator: str | None = None,
         freeze_discriminator: bool = False,
         num_fixed_samples: int = 64,
         fixed_noise_seed: int = 0,
-        classifier_checkpoint: Optional[str] = "auto",
+        classifier_checkpoint: str | None = "auto",
         eval_every_n_epochs: int = 5,
         num_eval_samples: int = 2000,
-        inception_fid: Optional[bool] = None,
-        inception_weights: Optional[str] = None,
-        ema_decay: Optional[float] = None,
+        inception_fid: bool | None = None,
+        inception_weights: str | None = None,
+        ema_decay: float | None = None,
         iterations_per_batch: int = 1,
         compile: Compile = "auto",
-        compile_mode: Optional[CompileMode] = None,
-        compile_backend: Optional[str] = "inductor",
+        compile_mode: CompileMode | None = None,
+        compile_backend: str | None = "inductor",
     ) -> None:
         super().__init__(generator, num_fixed_samples, fixed_noise_seed)
         if getattr(discriminator, "num_classes", 0) != self.num_classes:
@@ -185,12 +186,12 @@ class GAN(EvaluatedGeneratorSystem):
         # The average is a submodule, so it is saved in checkpoints and moves with the model.
         self.generator_ema = ExponentialMovingAverage(generator, ema_decay) if ema_decay is not None else None
         self.execution = Execution("eager", "not training yet")
-        self.iteration: Optional[FunctionalIteration] = None  # the functional iteration, if it runs
+        self.iteration: FunctionalIteration | None = None  # the functional iteration, if it runs
         # The latest value of each training curve (detached), logged when the logger writes a step.
         self.latest: dict[str, torch.Tensor] = {}
         self.logged_batch = False
         self.progress = 0.0  # of the adversarial training, by the end of the current batch
-        self.adversarial_started_at: Optional[float] = None  # on the training clock (schedules.py)
+        self.adversarial_started_at: float | None = None  # on the training clock (schedules.py)
 
     def sampling_generator(self) -> nn.Module:
         return self.generator_ema.module if self.generator_ema is not None else self.generator
@@ -220,12 +221,12 @@ class GAN(EvaluatedGeneratorSystem):
             self.discriminator.load_state_dict(load_discriminator_weights(self.hparams.pretrained_discriminator))
 
     def configure_model(self) -> None:
-        if self.hparams.compile == "networks" and self.hparams.compile_backend is not None:
-            on_gpu = self.trainer.strategy.root_device.type == "cuda"
-            mode = self.hparams.compile_mode or ("reduce-overhead" if on_gpu else "default")
+        hp = self.hparams
+        if hp.compile == "networks" and hp.compile_backend is not None:
+            mode = compile_mode_for(self.trainer, hp.compile_mode, hp.compile_backend)
             # Module.compile compiles in place: parameter names, and so checkpoints, stay as they are.
             for network in (self.generator, self.discriminator):
-                network.compile(mode=mode, backend=self.hparams.compile_backend)
+                network.compile(mode=mode, backend=hp.compile_backend)
 
     def configure_optimizers(self) -> tuple[list, list]:
         g, d, pre = (self.factories[k](p.parameters()) for k, p in
@@ -298,7 +299,7 @@ class GAN(EvaluatedGeneratorSystem):
             self._log_latest()
 
     def adversarial_step(
-        self, real: torch.Tensor, g_turn: bool = True, labels: Optional[torch.Tensor] = None
+        self, real: torch.Tensor, g_turn: bool = True, labels: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """One adversarial iteration on `real` (classes `labels`), run the chosen way; its curves."""
         if self.iteration is None:
@@ -309,7 +310,7 @@ class GAN(EvaluatedGeneratorSystem):
         count_optimizer_steps(self.optimizers()[0], steps)
         return curves
 
-    def _pretraining_step(self, real: torch.Tensor, labels: Optional[torch.Tensor] = None) -> None:
+    def _pretraining_step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         opt = self.optimizers()[2]
         hp = self.hparams
         loss = pretraining_loss(self.generator, real, hp.pretrain_pairing, hp.pretrain_candidates, labels)

@@ -15,8 +15,9 @@ and that is the only thing the ways of running it differ in:
 
 from __future__ import annotations  # nested functions' annotations stay strings: dynamo traces through them
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional, Protocol, Union
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -38,7 +39,7 @@ class AdversarialRecipe:
 
     loss: Loss = "bce"
     g_steps: int = 2
-    clip_value: Optional[float] = None
+    clip_value: float | None = None
     gp_weight: float = 10.0
     real_label: float = 0.9
     fake_label: float = 0.0
@@ -89,7 +90,7 @@ class Updates(Protocol):
         """∇ₓ Σ f(x), differentiable in f's weights (for the gradient penalty)."""
 
 
-def add_instance_noise(images: torch.Tensor, std: Union[float, torch.Tensor]) -> torch.Tensor:
+def add_instance_noise(images: torch.Tensor, std: float | torch.Tensor) -> torch.Tensor:
     """images + N(0, std²). A float std of 0 draws nothing; a tensor std (the compiled iteration's,
     so that a fading std never recompiles the graph) always draws."""
     if isinstance(std, float) and std <= 0:
@@ -103,10 +104,10 @@ def adversarial_iteration(
     updates: Updates,
     recipe: AdversarialRecipe,
     real: torch.Tensor,
-    labels: Optional[torch.Tensor],
-    noise_std: Union[float, torch.Tensor],
+    labels: torch.Tensor | None,
+    noise_std: float | torch.Tensor,
     g_turn: bool = True,
-    average: Optional[nn.Module] = None,
+    average: nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
     """One adversarial iteration on the real batch `real` (B, C, H, W); returns its curves.
 
@@ -140,7 +141,7 @@ def adversarial_iteration(
         real_logits, fake_logits = D(real_in, *cond), D(fake_in, *cond)
         loss = recipe.discriminator_loss(real_logits, fake_logits)
         if recipe.loss == "wgan_gp" and not recipe.freeze_discriminator:
-            critic = lambda x: D(x, *cond)  # noqa: E731
+            critic = lambda x: D(x, *cond)
             loss = loss + recipe.gp_weight * losses.gradient_penalty(critic, real_in, fake_in, updates.input_gradient)
         return loss, (real_logits.detach(), fake_logits.detach())
 

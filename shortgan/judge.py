@@ -48,8 +48,8 @@ def train_classifier(
     seed: int = 0,
 ) -> DigitClassifier:
     """A DigitClassifier trained on images (N, 1, 28, 28) in [-1, 1] with labels (N,): Adam 1e-3 for
-    `epochs` passes or `max_steps` batches, whichever is fewer (5 epochs of the MNIST sample, ~15 s
-    on a 2-core CPU; 600 batches, ~1.3 epochs, of a 60,000-image set, about a minute). Its random
+    `epochs` passes or `max_steps` batches, whichever is fewer (5 epochs of the MNIST sample, ~10 s
+    on a 2-core CPU; 600 batches, ~1.3 epochs, of a 60,000-image set, ~40 s). Its random
     numbers come from its own stream: the caller's are left untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

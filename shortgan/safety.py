@@ -13,7 +13,7 @@ from typing import Any, Optional
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -162,23 +162,37 @@ class DivergenceError(UserError):
     """Training produced a NaN or Inf."""
 
 
-class InterruptCheckpoint(OnExceptionCheckpoint):
-    """Saves `interrupted.ckpt` on Ctrl-C, SIGTERM or an exception (not on divergence: those weights
-    are broken). It is removed again when a run finishes normally.
+class InterruptCheckpoint(Checkpoint):
+    """Saves `<dirpath>/<filename>.ckpt` on Ctrl-C, SIGTERM or an exception (not on divergence: those
+    weights are broken). It is removed again when a run finishes normally.
 
     The one checkpoint flushed to disk (fsync): a stop often comes because the machine is going away
     (a preempted or shut-down instance gets SIGTERM), and it is written once per run.
+
+    Not Lightning's `OnExceptionCheckpoint`, which does the same save: a Trainer that has one resumes
+    every `fit` without a `ckpt_path` from the newest checkpoint it finds (warning each time that
+    `ckpt_path=None` was passed), so a fresh run could continue an older one without being asked.
+    ShortGAN resumes only when told to (`--ckpt_path`).
     """
 
-    def on_exception(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        exception = args[-1] if args else kwargs.get("exception")
+    def __init__(self, dirpath: Any, filename: str = "interrupted") -> None:
+        self.dirpath, self.filename = dirpath, filename
+
+    @property
+    def ckpt_path(self) -> str:
+        return os.path.join(self.dirpath, f"{self.filename}.ckpt")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, UserError):
             return
-        super().on_exception(trainer, *args, **kwargs)
+        trainer.save_checkpoint(self.ckpt_path)
         if trainer.is_global_zero and os.path.isfile(self.ckpt_path):
             with open(self.ckpt_path, "rb") as f:
                 os.fsync(f.fileno())
             fsync_folder(Path(self.ckpt_path).parent)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        trainer.strategy.remove_checkpoint(self.ckpt_path)
 
 
 class DivergenceGuard(Callback):

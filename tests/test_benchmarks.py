@@ -1,8 +1,11 @@
 import math
 
+import pytest
+
 from benchmarks import mnist_epochs
 
 
+@pytest.mark.slow
 def test_mnist_epochs_times_the_epochs_it_asks_for_on_a_stand_in(capsys):
     # 256 stand-in digits, loaded 2 × 32 at a time: 4 loaded batches = 8 iterations per epoch.
     result = mnist_epochs.main(["--accelerator", "cpu", "--epochs", "2", "--train_images", "256", "--batch_size", "32",
@@ -14,6 +17,7 @@ def test_mnist_epochs_times_the_epochs_it_asks_for_on_a_stand_in(capsys):
     assert "stand-in: 256 digits" in out and "| 2 | 16 (32) | 2 |" in out
 
 
+@pytest.mark.slow
 def test_mnist_epochs_uses_the_mnist_files_when_they_are_there(tiny_idx_root, capsys):
     root = tiny_idx_root("MNIST")  # 32 training images
     result = mnist_epochs.main(["--accelerator", "cpu", "--epochs", "1", "--batch_size", "16", "--warmup", "1",
@@ -33,11 +37,14 @@ def test_the_stand_in_is_the_offline_sample_tiled(tmp_path):
     assert load_torchvision("mnist", str(tmp_path), train=False, download=False)[0].shape == (100, 28, 28)
 
 
+@pytest.mark.slow
 def test_epoch_cost_times_each_gap_between_epochs(capsys):
     from benchmarks import epoch_cost
 
-    # 4 epochs: the gap after the first is shown apart, the other 2 give median and max.
-    results = epoch_cost.main(["--epochs", "4", "--batches", "1", "--no-breakdown"])
+    # 4 epochs: the gap after the first is shown apart, the other 2 give median and max. No domain
+    # metrics (their classifier would be cached in data/).
+    results = epoch_cost.main(["--epochs", "4", "--batches", "1", "--no-breakdown",
+                               "--set", "--model.init_args.classifier_checkpoint", "null"])  # fmt: skip
     row = results["as configured"]
     assert row["epochs"] == 2 and 0 < row["median_ms"] <= row["max_ms"]
     assert "| as configured | 2 |" in capsys.readouterr().out

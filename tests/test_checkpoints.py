@@ -12,9 +12,11 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from shortgan.cli import ShortGANCLI, cli_main
 from shortgan.safety import AtomicCheckpointIO, InterruptCheckpoint, RunCheckpoint
 
-# 2 adversarial batches per epoch (3 optimizer steps each: 1 D + 2 G).
+# 2 adversarial batches per epoch (3 optimizer steps each: 1 D + 2 G). No domain metrics unless a test
+# asks for them (their classifier would be cached in data/).
 TINY = ["--config", "configs/quickstart.yaml", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar", "false",
-        "--model.init_args.pretrain_epochs", "0", "--trainer.enable_model_summary", "false"]  # fmt: skip
+        "--model.init_args.pretrain_epochs", "0", "--trainer.enable_model_summary", "false",
+        "--model.init_args.classifier_checkpoint", "null"]  # fmt: skip
 
 
 @pytest.fixture
@@ -31,6 +33,7 @@ def saved(monkeypatch) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_each_epoch_writes_one_checkpoint_and_last_ckpt_is_a_hard_link_to_it(tmp_path, saved):
     cli_main(["fit", *TINY, "--trainer.max_epochs", "3", "--trainer.default_root_dir", str(tmp_path)])
     checkpoints = tmp_path / "quickstart" / "version_0" / "checkpoints"
@@ -54,6 +57,7 @@ def test_resume_from_the_linked_last_ckpt_continues_it(tmp_path, saved):
     assert len(saved) == 3
 
 
+@pytest.mark.slow
 def test_train_time_interval_saves_gan_runs_by_the_clock(tmp_path, saved):
     # An interval of 0 s: a checkpoint after every batch (Lightning alone checks the clock only
     # under automatic optimisation, so a GAN run would save none).

@@ -4,6 +4,7 @@ import glob
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,16 @@ import yaml
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from shortgan.checkpoints import load_generator_weights
 from shortgan.cli import cli_main
+from shortgan.gan import GAN
 
 # No weight average: after a dozen steps an average of G is still near its initial weights, and these
-# tests check samples from G itself (test_gan.py tests the average).
+# tests check samples from G itself (test_gan.py tests the average). No domain metrics: they are not
+# the point here (tests/test_classifier.py checks them), and their classifier would be cached in data/.
 QUICK = ["--config", "configs/quickstart.yaml", "--trainer.limit_train_batches", "6", "--trainer.log_every_n_steps", "1",
-         "--trainer.enable_progress_bar", "false", "--model.init_args.ema_decay", "null"]  # fmt: skip
+         "--trainer.enable_progress_bar", "false", "--model.init_args.ema_decay", "null",
+         "--model.init_args.classifier_checkpoint", "null"]  # fmt: skip
 
 
 def fit(root: Path, *extra: str) -> None:
@@ -94,18 +99,30 @@ def test_fit_then_resume_then_predict(tmp_path):
 
 
 @pytest.mark.slow
-def test_standalone_pretraining_feeds_the_gan(tmp_path):
+def test_standalone_pretraining_feeds_the_gan(tmp_path, monkeypatch):
     cli_main(["fit", "--config", "configs/pretrain_quickstart.yaml", "--trainer.max_epochs", "1",
               "--trainer.limit_train_batches", "4", "--trainer.default_root_dir", str(tmp_path),
               "--trainer.enable_progress_bar", "false"])  # fmt: skip
     pre = tmp_path / "pretrain_quickstart" / "version_0" / "checkpoints" / "last.ckpt"
-    assert pre.exists()
+    pretrained = load_generator_weights(str(pre))
+    at_start = []
+    on_train_start = GAN.on_train_start
+
+    def record(self: GAN) -> None:
+        at_start.append({k: v.clone() for k, v in self.generator.state_dict().items()})
+        on_train_start(self)
+
+    monkeypatch.setattr(GAN, "on_train_start", record)
     fit(tmp_path, "--trainer.max_epochs", "1", "--model.init_args.pretrain_epochs", "0",
         "--model.init_args.pretrained_generator", str(pre))  # fmt: skip
+    # The GAN's first adversarial step starts from the pretrained generator, then trains it on.
+    assert at_start[0].keys() == pretrained.keys()
+    assert all(torch.equal(at_start[0][k], v) for k, v in pretrained.items())
     gan = torch.load(tmp_path / "quickstart" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert adam_step_counts(gan) == [12, 6, 0]
 
 
+@pytest.mark.slow
 def test_checkpointing_can_be_turned_off(tmp_path):
     # The CLI always builds its two ModelCheckpoints; Lightning refuses them when checkpointing is off.
     fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--model.init_args.pretrain_epochs", "0",
@@ -213,10 +230,12 @@ def test_a_gpu_accelerator_without_a_gpu_says_what_to_pass_instead(tmp_path, cap
     assert err.startswith(f"error: --trainer.accelerator {accelerator}: ") and "--trainer.accelerator cpu" in err
 
 
+@pytest.mark.slow
 def test_fast_dev_run_runs_a_batch_of_each_loop(tmp_path):
     # Lightning's dummy logger under fast_dev_run has no folder and answers any attribute.
     cli = cli_main(["fit", "--config", "configs/quickstart.yaml", "--trainer.fast_dev_run", "true",
-                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+                    "--data.init_args.data_dir", str(tmp_path / "data")])  # fmt: skip
     assert cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 1
 
 
@@ -225,3 +244,20 @@ def test_the_quickstart_model_is_the_recipe_with_ten_pretraining_epochs():
     quickstart = yaml.safe_load(Path("configs/quickstart.yaml").read_text())["model"]
     assert quickstart["init_args"].pop("pretrain_epochs") == 10 and recipe["init_args"].pop("pretrain_epochs") == 1
     assert quickstart == recipe
+
+
+@pytest.mark.slow
+def test_a_fresh_fit_neither_warns_about_ckpt_path_nor_resumes_by_itself(tmp_path):
+    # Lightning resumes a fit without ckpt_path from the newest checkpoint it finds, with a warning,
+    # when the Trainer has an OnExceptionCheckpoint; the interrupt checkpoint must not make it do that.
+    # Without a logger, two runs share <default_root_dir>/checkpoints/: the second finds the first's last.ckpt.
+    args = ["fit", "--config", "configs/quickstart.yaml", "--config", "configs/debug.yaml",
+            "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(tmp_path), "--data.init_args.data_dir", str(tmp_path / "data")]  # fmt: skip
+    for run in ("first", "second"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cli = cli_main(args)
+        assert [str(w.message) for w in caught if "ckpt_path" in str(w.message)] == [], run
+        assert cli.trainer.ckpt_path is None, run  # started afresh, not from the first run's last.ckpt
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()

@@ -101,6 +101,7 @@ def test_compare_writes_table_plot_and_sample_grids(digit_classifier, tmp_path):
     assert (tmp_path / "fid_vs_time.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_compare_trains_every_recipe_on_the_data_folder_it_is_given(digit_classifier, tmp_path):
     root = tmp_path / "elsewhere"  # a small MNIST under <root>/MNIST/raw/, nowhere else
     (root / "MNIST" / "raw").mkdir(parents=True)

@@ -22,8 +22,11 @@ from shortgan.networks import DCGANDiscriminator, DCGANGenerator, ShortGANDiscri
 from shortgan.pretraining import pretraining_loss
 from unconditional_reference import REFERENCE, digest
 
+# No domain metrics: these runs check classes, grids and resume (test_validation_logs_the_conditional_metrics
+# checks the metrics), and the classifier would be cached in data/.
 CONDITIONAL = ["--config", "configs/quickstart.yaml", "--config", "configs/conditional.yaml",
-               "--trainer.enable_progress_bar", "false", "--model.init_args.pretrain_epochs", "1"]  # fmt: skip
+               "--trainer.enable_progress_bar", "false", "--model.init_args.pretrain_epochs", "1",
+               "--model.init_args.classifier_checkpoint", "null"]  # fmt: skip
 
 
 def conditional_gan(family: str = "shortgan", **kwargs) -> GAN:
@@ -204,11 +207,21 @@ def conditional_run(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     ("classes", "expected"), [("7", [7] * 12), ("1,4", [1, 4] * 6), (None, list(range(10)) + [0, 1])]
 )
-def test_predict_draws_the_classes_asked_for(conditional_run, tmp_path, classes, expected):
+def test_predict_draws_the_classes_asked_for(conditional_run, tmp_path, monkeypatch, classes, expected):
+    # What the generator was given (the weight average is a copy of it, so this sees it too), not only labels.pt.
+    given = []
+    forward = ShortGANGenerator.forward
+
+    def record(self, z, y=None):
+        given.extend(y.tolist())
+        return forward(self, z, y)
+
+    monkeypatch.setattr(ShortGANGenerator, "forward", record)
     out = tmp_path / "samples"
     cli_main(["predict", *CONDITIONAL, "--trainer.default_root_dir", str(conditional_run), "--ckpt_path", "last",
               "--data.num_samples", "12", "--samples_dir", str(out), *(["--classes", classes] if classes else [])])  # fmt: skip
     samples, labels = torch.load(out / "samples.pt"), torch.load(out / "labels.pt")
+    assert given == expected
     assert samples.shape == (12, 1, 28, 28) and labels.tolist() == expected
     assert len(list((out / "images").glob("*.png"))) == 12
     # grid.png: a row per class asked for, 10 cells of 28 px + 2 px padding each.
@@ -292,6 +305,7 @@ def test_class_consistency_and_intra_fid_judge_the_requested_classes():
     assert metrics.frechet_distance(real, fake) < 0.1
 
 
+@pytest.mark.slow  # the classifier_checkpoint fixture trains a classifier through the CLI
 def test_validation_logs_the_conditional_metrics(classifier_checkpoint):
     images, labels = mnist_sample(100)
     model = conditional_gan(classifier_checkpoint=str(classifier_checkpoint), num_eval_samples=100)

@@ -25,7 +25,7 @@ def run_ddp(root: Path, *args: str, probe: Path | None = None, timeout: int = 24
                "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
                "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
                "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2",
-               "--model.init_args.pretrain_epochs", "1", *args]  # fmt: skip
+               "--model.init_args.pretrain_epochs", "1", "--model.init_args.classifier_checkpoint", "null", *args]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)  # fmt: skip
     try:

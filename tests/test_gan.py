@@ -174,6 +174,18 @@ def test_nearest_pairing_pulls_the_closest_sample():
     assert nearest < random
 
 
+@pytest.mark.parametrize(("pairing", "candidates", "batch_sizes"), [("nearest", 3, [24, 8]), ("nearest", 5, [40, 8]),
+                                                                   ("random", 3, [8])])  # fmt: skip
+def test_pretraining_pairs_as_the_pretrain_options_say(pairing, candidates, batch_sizes):
+    # nearest: G draws `candidates` samples per real image, then the chosen ones again (with gradient);
+    # random: one sample per real image.
+    model = small_gan(pretrain_epochs=1, pretrain_pairing=pairing, pretrain_candidates=candidates)
+    sizes = []
+    model.generator.register_forward_hook(lambda module, args, out: sizes.append(len(out)))
+    fit(model, torch.rand(8, 1, 28, 28) * 2 - 1)
+    assert sizes == batch_sizes
+
+
 def test_fixed_noise_is_a_buffer_saved_in_the_state_dict():
     model = small_gan(num_fixed_samples=10, fixed_noise_seed=3)
     assert "fixed_noise" in model.state_dict() and model.fixed_noise.shape == (10, 128)
@@ -182,14 +194,23 @@ def test_fixed_noise_is_a_buffer_saved_in_the_state_dict():
 
 
 def test_pretrained_generator_weights_start_the_gan(tmp_path):
+    """A GeneratorPretrainer checkpoint passed as `pretrained_generator` is G's state when the GAN's fit begins."""
     pre = GeneratorPretrainer(ShortGANGenerator(channels=4, up_channels=1))
     trainer = fit(pre, torch.rand(8, 1, 28, 28) * 2 - 1, default_root_dir=tmp_path)
     path = tmp_path / "pre.ckpt"
     trainer.save_checkpoint(path)
-    weights = load_generator_weights(str(path))
+    pretrained = pre.generator.state_dict()
     gan = small_gan(pretrained_generator=str(path))
-    gan.generator.load_state_dict(weights)
-    assert all(torch.equal(a, b) for a, b in zip(gan.generator.state_dict().values(), pre.generator.state_dict().values()))
+    assert not all(torch.equal(v, pretrained[k]) for k, v in gan.generator.state_dict().items())
+    at_start = []
+
+    class AtStart(L.Callback):
+        def on_train_start(self, trainer, module):
+            at_start.append({k: v.clone() for k, v in module.generator.state_dict().items()})
+
+    fit(gan, torch.rand(8, 1, 28, 28) * 2 - 1, callbacks=[AtStart()])
+    assert at_start[0].keys() == pretrained.keys()
+    assert all(torch.equal(at_start[0][k], v) for k, v in pretrained.items())
 
 
 def test_pretrained_generator_errors_are_clear(tmp_path):

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from functools import partial
-from pathlib import Path
 
 import lightning as L
 import pytest

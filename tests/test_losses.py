@@ -79,3 +79,22 @@ def test_gradient_penalty_grows_with_the_gradient_norm_and_reaches_the_weights()
     assert torch.isclose(penalty, torch.tensor(4.0))
     penalty.backward()
     assert critic.weight.grad is not None and critic.weight.grad[0, 0] > 0
+
+
+def test_each_loss_name_pairs_its_own_discriminator_and_generator_losses():
+    """The tables configs choose from: a swapped entry would train the wrong game with finite losses."""
+    # bce and minimax share D's BCE (discriminator_bce, which takes the label targets): not in the table.
+    assert losses.DISCRIMINATOR == {
+        "lsgan": losses.discriminator_lsgan,
+        "wgan": losses.discriminator_wasserstein,
+        "wgan_gp": losses.discriminator_wasserstein,  # the gradient penalty is added by the GAN
+        "hinge": losses.discriminator_hinge,
+    }
+    assert losses.GENERATOR == {
+        "bce": losses.generator_nonsaturating,
+        "minimax": losses.generator_minimax,
+        "lsgan": losses.generator_lsgan,
+        "wgan": losses.generator_wasserstein,
+        "wgan_gp": losses.generator_wasserstein,
+        "hinge": losses.generator_hinge,  # −E[D(G(z))], the same function as WGAN's
+    }

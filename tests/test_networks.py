@@ -41,6 +41,17 @@ def test_discriminator_returns_one_logit_per_image_with_spectral_norm(minibatch_
     assert not any(isinstance(m, nn.BatchNorm2d) for m in d.modules())
 
 
+@pytest.mark.parametrize("minibatch_std", [True, False])
+def test_minibatch_std_makes_an_image_s_logit_depend_on_the_rest_of_its_batch_only_when_on(minibatch_std):
+    d = ShortGANDiscriminator(minibatch_std=minibatch_std).eval()  # eval: spectral norm's vectors stay put
+    assert any(isinstance(m, MinibatchStdDev) for m in d.modules()) == minibatch_std
+    image, others = torch.randn(1, 1, 28, 28), torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        among_others = d(torch.cat([image, others]))[0]
+        among_copies = d(image.repeat(5, 1, 1, 1))[0]  # a batch without spread, as from a collapsed G
+    assert torch.isclose(among_others, among_copies, rtol=0, atol=1e-5) != minibatch_std
+
+
 def test_minibatch_std_is_zero_for_identical_images_and_positive_otherwise():
     same = torch.ones(4, 3, 5, 5)
     assert MinibatchStdDev()(same)[:, -1].abs().max() == 0

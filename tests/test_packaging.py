@@ -24,7 +24,8 @@ def test_the_shortgan_command_runs_the_cli_and_exits_0(tmp_path, monkeypatch):
     command = getattr(importlib.import_module(module), name)
     args = ["fit", "--config", "configs/quickstart.yaml", "--trainer.max_epochs", "1",
             "--trainer.limit_train_batches", "1", "--model.init_args.pretrain_epochs", "0",
-            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+            "--model.init_args.classifier_checkpoint", "null"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", ["shortgan", *args])
     # What pip's console script does with it.
     with pytest.raises(SystemExit) as exit_:

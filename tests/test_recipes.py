@@ -187,7 +187,7 @@ def test_every_config_runs_a_few_batches(config, tmp_path):
         "fit", "--config", str(config), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
         "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
         "--data.init_args.dataset", "mnist_sample", "--model.init_args.pretrain_epochs", "0",
-        "--trainer.log_every_n_steps", "1",
+        "--trainer.log_every_n_steps", "1", "--model.init_args.classifier_checkpoint", "null",
     ])  # fmt: skip
     run = Path(cli.trainer.log_dir)
     assert (run / "checkpoints" / "last.ckpt").is_file()
@@ -200,6 +200,7 @@ def test_exponential_lr_decay_from_yaml_multiplies_lr_by_gamma_each_epoch(tmp_pa
     cli = cli_main([
         "fit", "--config", "configs/mpgan_sgd.yaml", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
         "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+        "--model.init_args.classifier_checkpoint", "null",
     ])  # fmt: skip
     opt_g, opt_d, _ = cli.trainer.optimizers
     assert opt_g.param_groups[0]["lr"] == pytest.approx(0.01 * 0.9**2)

@@ -2,6 +2,7 @@
 
 import errno
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -11,19 +12,22 @@ from pathlib import Path
 from typing import Optional
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
-from shortgan.cli import cli_main
+from shortgan.cli import cli_main, latest_checkpoint
 from shortgan.errors import UserError
 from shortgan.gan import GAN
 from shortgan.networks import ShortGANDiscriminator, ShortGANGenerator
-from shortgan.safety import AtomicCheckpointIO, DivergenceError, DivergenceGuard
+from shortgan.safety import AtomicCheckpointIO, DivergenceError, DivergenceGuard, RNGState
 
+# No domain metrics: they are not the point here, and their classifier would be cached in data/.
 TINY = ["--config", "configs/quickstart.yaml", "--trainer.limit_train_batches", "4",
-        "--trainer.enable_progress_bar", "false", "--model.init_args.pretrain_epochs", "1"]  # fmt: skip
+        "--trainer.enable_progress_bar", "false", "--model.init_args.pretrain_epochs", "1",
+        "--model.init_args.classifier_checkpoint", "null"]  # fmt: skip
 
 
 def last_ckpt(root: Path) -> dict:
@@ -84,8 +88,27 @@ def test_a_killed_run_resumes_from_its_last_good_checkpoint(tmp_path, sig):
         assert interrupted["global_step"] > saved["global_step"]
     cli = cli_main(["fit", *TINY, "--trainer.max_epochs", str(saved["epoch"] + 1),
                     "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", "last"])  # fmt: skip
+    # `last` is the newer of the two: the interrupted epoch after SIGTERM, the last whole one after SIGKILL.
+    assert Path(cli.trainer.ckpt_path).name == ("interrupted.ckpt" if sig == signal.SIGTERM else "last.ckpt")
     assert cli.trainer.current_epoch == saved["epoch"] + 1
     assert sorted(p.name for p in (tmp_path / "quickstart").iterdir()) == ["version_0"]
+
+
+def test_last_means_the_newest_last_or_interrupted_checkpoint_of_any_version(tmp_path):
+    def write(path: str, mtime: float) -> Path:
+        file = tmp_path / "quickstart" / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(b"")
+        os.utime(file, (mtime, mtime))
+        return file
+
+    write("version_0/checkpoints/last.ckpt", 100)
+    newest_last = write("version_1/checkpoints/last.ckpt", 200)
+    assert latest_checkpoint(str(tmp_path), "quickstart") == newest_last
+    interrupted = write("version_1/checkpoints/interrupted.ckpt", 300)  # a stop after that epoch's checkpoint
+    assert latest_checkpoint(str(tmp_path), "quickstart") == interrupted
+    with pytest.raises(UserError, match="no run of 'other'"):
+        latest_checkpoint(str(tmp_path), "other")
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -196,3 +219,39 @@ def test_a_nan_weight_stops_training_and_names_the_weight(tmp_path):
                         callbacks=[Poison(), DivergenceGuard(every_n_batches=1)])  # fmt: skip
     with pytest.raises(DivergenceError, match=r"the weight discriminator\.to_logit\.bias holds NaN/Inf at epoch 0, batch 1"):
         trainer.fit(model, torch.utils.data.DataLoader(batches, batch_size=None))
+
+
+def test_the_epoch_end_check_keeps_a_nan_weight_out_of_the_epoch_s_checkpoint(tmp_path):
+    class PoisonLastBatch(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == 2:
+                with torch.no_grad():
+                    module.discriminator.to_logit.bias.fill_(float("nan"))
+
+    batches = [(torch.rand(8, 1, 28, 28) * 2 - 1, torch.zeros(8))] * 3
+    model = GAN(ShortGANGenerator(channels=4, up_channels=1), ShortGANDiscriminator(channels=4), g_steps=1)
+    # No batch is ever checked (every 1000 batches): only the check at the epoch's end can see the NaN.
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[PoisonLastBatch(), DivergenceGuard(every_n_batches=1000),
+                                   ModelCheckpoint(dirpath=tmp_path, save_last=True)], default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(DivergenceError, match=r"discriminator\.to_logit\.bias holds NaN/Inf at epoch 1 \(optimizer"):
+        trainer.fit(model, torch.utils.data.DataLoader(batches, batch_size=None))
+    good = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert good["epoch"] == 0 and torch.isfinite(good["state_dict"]["discriminator.to_logit.bias"]).all()
+
+
+def test_rng_state_restores_the_torch_numpy_and_python_streams_through_a_checkpoint(tmp_path):
+    def draw() -> tuple:
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+    path = tmp_path / "rng.pt"
+    torch.save(RNGState().state_dict(), path)
+    expected = draw()
+    torch.manual_seed(1)
+    np.random.seed(1)
+    random.seed(1)
+    RNGState().load_state_dict(torch.load(path, weights_only=True))  # as checkpoints are loaded
+    torch_draws, numpy_draws, python_draws = draw()
+    assert torch_draws == expected[0]
+    assert numpy_draws == expected[1]
+    assert python_draws == expected[2]
