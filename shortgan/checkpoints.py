@@ -63,6 +63,7 @@ def require_gan(checkpoint: dict[str, Any], num_classes: int) -> None:
         raise UserError(
             f"The checkpoint holds a{' class-conditional' if conditional else 'n unconditional'} GAN, the "
             f"config a{' class-conditional' if num_classes else 'n unconditional'} one: "
-            + ("add --config configs/conditional.yaml (or pass the run's config.yaml)" if conditional else
-               "drop configs/conditional.yaml (or pass the run's config.yaml)")
+            + ("add --config configs/conditional.yaml or drop configs/unconditional.yaml (or pass the run's "
+               "config.yaml)" if conditional else
+               "drop configs/conditional.yaml or add --config configs/unconditional.yaml (or pass the run's config.yaml)")
         )  # fmt: skip

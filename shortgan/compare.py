@@ -112,17 +112,15 @@ class TimedEvaluation(L.Callback):
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, seconds: float) -> None:
         seeded = torch.Generator().manual_seed(self.seed)
-        z = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=seeded)
         labels = None
         if getattr(pl_module, "num_classes", 0):
             if self.real_labels is None or len(self.real_labels) < self.num_samples:
                 raise UserError("A class-conditional recipe needs as many labelled real images as --num_samples")
             labels = self.real_labels[: self.num_samples]
-        device, chunks = pl_module.device, z.split(500)
-        classes = labels.split(500) if labels is not None else [None] * len(chunks)
-        fake = torch.cat(
-            [pl_module.sample(c.to(device), None if y is None else y.to(device)) for c, y in zip(chunks, classes)]
-        )
+        # As the model samples (rejection by D included, if it is set), the same noise every evaluation.
+        device, sizes = pl_module.device, [min(500, self.num_samples - i) for i in range(0, self.num_samples, 500)]
+        classes = labels.split(500) if labels is not None else [None] * len(sizes)
+        fake = torch.cat([pl_module.draw(k, None if y is None else y.to(device), seeded) for k, y in zip(sizes, classes)])
         row = {"seconds": round(seconds, 2), "epoch": trainer.current_epoch, "batches": self.batches}
         row.update(sample_quality(judge(self.classifier, fake), self.real, self.real_labels, labels))
         self.rows.append(row)
@@ -232,7 +230,7 @@ def main(args: Optional[list[str]] = None) -> None:
     parser = ArgumentParser(prog="python -m shortgan.compare", description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", type=str, required=True,
                         help="Recipe YAMLs to train; a+b.yaml gives several in turn, e.g. "
-                             "configs/kmnist.yaml+configs/conditional.yaml.")  # fmt: skip
+                             "configs/kmnist.yaml+configs/unconditional.yaml.")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=300.0, help="Training seconds per recipe.")
     parser.add_argument("--classifier", type=str, required=True,
                         help="DigitClassifier state_dict, or a checkpoint with `network.` weights.")  # fmt: skip

@@ -263,9 +263,8 @@ class EvaluatedGeneratorSystem(GeneratorSystem):
             return
         real, labels = batch[0][:n], batch[1][:n] if self.num_classes else None
         self._eval_left -= n
-        z = torch.randn(n, self.generator.latent_dim, device=self.device, generator=self._eval_rng)
         # Conditional: one fake per real image, of its class, so classes are judged against their own.
-        self.quality.update(real, self.sample(z, labels), labels)
+        self.quality.update(real, self.draw(n, labels, self._eval_rng), labels)
 
     def _end_evaluation(self, split: str) -> None:
         if self._evaluate:

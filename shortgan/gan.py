@@ -18,6 +18,7 @@ from shortgan.functional import FunctionalIteration
 from shortgan.iteration import AdversarialRecipe, EagerUpdates, Loss, adversarial_iteration
 from shortgan.lightning_internals import count_optimizer_steps, find_unused_parameters, logger_writes_this_step
 from shortgan.pretraining import Pairing, pretraining_loss
+from shortgan.rejection import check_quantile, rejection_sample
 from shortgan.safety import seed_this_process
 from shortgan.schedules import InstanceNoise, ProgressLR, adversarial_progress, training_clock
 
@@ -31,9 +32,10 @@ class GAN(EvaluatedGeneratorSystem):
     `fit` runs the whole recipe. Lightning's `global_step` counts optimizer steps, 1 + g_steps per
     iteration (1 without a G turn), whichever way (`compile`) the iterations run.
 
-    Class-conditional: give both networks the same `num_classes` (`configs/conditional.yaml`). G
-    then draws a given class, D scores (image, class) pairs, fakes take the real batch's classes,
-    pretraining pairs within a class, and evaluations add `class_consistency` and `intra_fid`.
+    Class-conditional: give both networks the same `num_classes` (the dataset configs do;
+    `configs/conditional.yaml` for the others). G then draws a given class, D scores (image,
+    class) pairs, fakes take the real batch's classes, pretraining pairs within a class, and
+    evaluations add `class_consistency` and `intra_fid`.
 
     Args:
         generator: noise (B, latent_dim) → images in [-1, 1]; its `latent_dim` sets the noise size;
@@ -111,6 +113,15 @@ class GAN(EvaluatedGeneratorSystem):
         compile_backend: `torch.compile` backend (`inductor`; `eager` or `aot_eager` to tell a
             compiler problem from a model one); null runs the chosen code uncompiled (with `compile:
             iteration`, the functional iteration eagerly, to check it against the eager step).
+        rejection_quantile: discriminator rejection sampling (shortgan/rejection.py) for every
+            sample the model draws — `predict`, the quality metrics, the comparison — but not the
+            fixed-noise grid: a fake is kept with probability exp(D(x) − c), c this quantile of D's
+            logits on fresh fakes (1: the paper's rule; lower keeps more). Costs extra G and D calls
+            at sampling time only. null: plain samples of G.
+        mode_seeking: weight of the mode-seeking term in G's loss (MSGAN, Mao et al. 2019;
+            `losses.mode_seeking`): the two halves of each G batch are pairs, drawn for the same
+            classes in a conditional GAN, and G is pushed to give distinct noise distinct images —
+            recall, at some cost in precision. 0 turns it off.
     """
 
     def __init__(
@@ -152,6 +163,8 @@ class GAN(EvaluatedGeneratorSystem):
         compile: Compile = "auto",
         compile_mode: CompileMode | None = None,
         compile_backend: str | None = "inductor",
+        rejection_quantile: float | None = None,
+        mode_seeking: float = 0.0,
     ) -> None:
         super().__init__(generator, num_fixed_samples, fixed_noise_seed)
         if getattr(discriminator, "num_classes", 0) != self.num_classes:
@@ -169,8 +182,9 @@ class GAN(EvaluatedGeneratorSystem):
             raise UserError(f"model.ema_decay must be between 0 and 1 (or null), got {ema_decay}")
         # The iteration's decisions and the noise schedule, checked on construction.
         self.recipe = AdversarialRecipe(loss, g_steps, clip_value, gp_weight, real_label, fake_label, noise_fakes,
-                                        tuple(augment), freeze_discriminator)  # fmt: skip
+                                        tuple(augment), freeze_discriminator, mode_seeking)  # fmt: skip
         self.noise = InstanceNoise(instance_noise, instance_noise_fade, instance_noise_epochs)
+        check_quantile(rejection_quantile)
         # Networks and factories are not plain data; the CLI's config.yaml records them.
         self.save_hyperparameters(ignore=["generator", "discriminator", "generator_optimizer", "discriminator_optimizer",
                                           "pretrain_optimizer", "generator_scheduler", "discriminator_scheduler"])  # fmt: skip
@@ -195,6 +209,25 @@ class GAN(EvaluatedGeneratorSystem):
 
     def sampling_generator(self) -> nn.Module:
         return self.generator_ema.module if self.generator_ema is not None else self.generator
+
+    def draw(self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        quantile = self.hparams.rejection_quantile
+        if quantile is None:
+            return super().draw(n, y, generator)
+        was_training = self.discriminator.training
+        self.discriminator.eval()
+        try:
+            images, stats = rejection_sample(
+                lambda k, labels: super(GAN, self).draw(k, labels, generator),
+                lambda x, labels: self.discriminator(x) if labels is None else self.discriminator(x, labels),
+                n, quantile, y, generator,
+            )  # fmt: skip
+        finally:
+            self.discriminator.train(was_training)
+        if stats["unfilled"]:
+            rank_zero_warn(f"Rejection sampling kept {int(stats['unfilled'])} of {n} samples that D rejected (it accepted "
+                           f"{stats['acceptance']:.2%} of the candidates): lower model.rejection_quantile.")  # fmt: skip
+        return images
 
     @property
     def pretraining(self) -> bool:

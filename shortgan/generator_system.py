@@ -75,6 +75,14 @@ class GeneratorSystem(L.LightningModule):
         finally:
             generator.train(was_training)
 
+    @torch.no_grad()
+    def draw(self, n: int, y: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """n images as the model samples them (of classes y, for a conditional generator): what
+        `predict` returns and the metrics judge. `generator` seeds the noise (drawn on its device)."""
+        device = generator.device if generator is not None else self.device
+        z = torch.randn(n, self.generator.latent_dim, generator=generator, device=device)
+        return self.sample(z.to(self.device), y)
+
     def grid_columns(self) -> Optional[int]:
         """Samples per row of the progress grid: conditional, a row per class; else None (square)."""
         return max(1, len(self.fixed_noise) // self.num_classes) if self.num_classes else None
@@ -93,10 +101,9 @@ class GeneratorSystem(L.LightningModule):
 
     def predict_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Images for a batch of sample indices; a conditional model returns (images, classes)."""
-        z = torch.randn(len(batch), self.generator.latent_dim, device=self.device)
         if not self.num_classes:
-            return self.sample(z)
+            return self.draw(len(batch))
         # Sample i gets the (i mod k)-th requested class: any count is as balanced as it can be.
         classes = torch.tensor(list(self.predict_classes or range(self.num_classes)), device=self.device)
         labels = classes[batch.to(self.device) % len(classes)]
-        return self.sample(z, labels), labels
+        return self.draw(len(batch), labels), labels

@@ -46,10 +46,13 @@ class AdversarialRecipe:
     noise_fakes: bool = True
     augment: tuple[Augmentation, ...] = ()
     freeze_discriminator: bool = False
+    mode_seeking: float = 0.0
 
     def __post_init__(self) -> None:
         if self.g_steps < 1:
             raise UserError(f"model.g_steps must be at least 1, got {self.g_steps}")
+        if self.mode_seeking < 0:
+            raise UserError(f"model.mode_seeking must be >= 0 (0 turns it off), got {self.mode_seeking}")
         if self.clip_value is not None and self.clip_value <= 0:
             raise UserError(f"model.clip_value must be > 0 (or null to turn clipping off), got {self.clip_value}")
 
@@ -158,11 +161,20 @@ def adversarial_iteration(
 
     # (2) update G g_steps times on fresh noise: make D call the fakes real.
     if g_turn:
+        g_cond = cond
+        if recipe.mode_seeking and labels is not None:
+            # Mode seeking pairs fake i with fake i + b//2: each pair is drawn for one class.
+            h = b // 2
+            g_cond = (torch.cat([labels[:h], labels[:h], labels[2 * h :]]),)
         for _ in range(recipe.g_steps):
             z = noise()
 
             def g_objective(G: Callable, D: Callable, z: torch.Tensor = z) -> tuple[torch.Tensor, tuple]:
-                return recipe.generator_loss(D(seen_by_d(G(z, *cond), fake=True), *cond)), ()
+                fake = G(z, *g_cond)
+                loss = recipe.generator_loss(D(seen_by_d(fake, fake=True), *g_cond))
+                if recipe.mode_seeking:
+                    loss = loss + recipe.mode_seeking * losses.mode_seeking(fake, z)
+                return loss, ()
 
             curves["g_loss"], _ = updates.minimise("generator", g_objective)
 

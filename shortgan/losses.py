@@ -116,3 +116,12 @@ GENERATOR: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "wgan_gp": generator_wasserstein,
     "hinge": generator_hinge,
 }
+
+
+def mode_seeking(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Mao et al. 2019 (MSGAN): how far apart two fakes' noise is for how far apart the fakes are,
+    mean|z1 − z2| / mean|G(z1) − G(z2)|, over the pairs (first half, second half) of the batch.
+    Minimising it pushes nearby noise to distinct images: G may not map many z to one image."""
+    h = fake.size(0) // 2
+    image_distance = (fake[:h] - fake[h : 2 * h]).abs().mean()
+    return 1.0 / (image_distance / (z[:h] - z[h : 2 * h]).abs().mean() + eps)

@@ -239,10 +239,15 @@ def test_fast_dev_run_runs_a_batch_of_each_loop(tmp_path):
     assert cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 1
 
 
-def test_the_quickstart_model_is_the_recipe_with_ten_pretraining_epochs():
+def test_the_quickstart_model_is_the_recipe_unconditional_with_ten_pretraining_epochs():
     recipe = yaml.safe_load(Path("configs/recipes/shortgan.yaml").read_text())
     quickstart = yaml.safe_load(Path("configs/quickstart.yaml").read_text())["model"]
     assert quickstart["init_args"].pop("pretrain_epochs") == 10 and recipe["init_args"].pop("pretrain_epochs") == 1
+    # The dataset recipe is class-conditional; configs/unconditional.yaml takes exactly that back.
+    unconditional = yaml.safe_load(Path("configs/unconditional.yaml").read_text())["model"]["init_args"]
+    for network in ("generator", "discriminator"):
+        for key, value in unconditional[network]["init_args"].items():
+            assert recipe["init_args"][network]["init_args"].pop(key) != value
     assert quickstart == recipe
 
 

@@ -323,6 +323,16 @@ def test_the_overlay_makes_the_dcgan_recipe_conditional_too(capsys):
     assert exit_.value.code == 0 and "DCGANGenerator" in out and out.count("num_classes: 10") == 2
 
 
+@pytest.mark.parametrize("dataset", ["mnist", "kmnist", "fashion_mnist"])
+def test_the_dataset_configs_are_conditional_and_the_overlay_makes_them_unconditional(dataset, capsys):
+    for overlay, classes, by_class in (([], 10, "true"), (["--config", "configs/unconditional.yaml"], 0, "false")):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(["fit", "--config", f"configs/{dataset}.yaml", *overlay, "--print_config"])
+        out = capsys.readouterr().out
+        assert exit_.value.code == 0 and out.count(f"num_classes: {classes}") == 2
+        assert f"minibatch_std_by_class: {by_class}" in out
+
+
 @pytest.mark.parametrize("family", ["shortgan", "dcgan"])
 def test_a_checkpoint_is_checked_for_conditioning_before_its_weights_load(family):
     conditional = {"state_dict": conditional_gan(family).state_dict()}
@@ -334,3 +344,27 @@ def test_a_checkpoint_is_checked_for_conditioning_before_its_weights_load(family
         plain.on_load_checkpoint(conditional)
     with pytest.raises(UserError, match="drop configs/conditional.yaml"):
         conditional_gan(family).on_load_checkpoint({"state_dict": plain.state_dict()})
+
+
+@pytest.mark.parametrize("compile", ["off", "iteration"])
+def test_mode_seeking_pairs_fakes_of_one_class(compile):
+    model = attached(conditional_gan(g_steps=1, mode_seeking=1.0, compile=compile, compile_backend=None))
+    seen = []
+    model.generator.register_forward_hook(lambda module, args, out: seen.append(args[1].clone()))
+    labels = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8])
+    model.adversarial_step(random_images(8), True, labels)
+    d_step, g_step = seen
+    assert torch.equal(d_step, labels)  # D's fakes: the real batch's classes
+    assert torch.equal(g_step, torch.tensor([1, 2, 3, 4, 1, 2, 3, 4]))  # fake i and fake i + 4 share a class
+
+
+def test_mode_seeking_changes_g_s_update():
+    # From the same weights, optimizer states and random numbers, the term must change G's step.
+    steps = []
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = attached(conditional_gan(g_steps=1, mode_seeking=weight))
+        torch.manual_seed(1)
+        model.adversarial_step(random_images(8), True, torch.tensor([1, 2, 3, 4, 1, 2, 3, 4]))
+        steps.append(model.generator.to_pixels.weight.detach().clone())
+    assert not torch.allclose(steps[0], steps[1])

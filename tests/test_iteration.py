@@ -33,11 +33,12 @@ ADAM = partial(torch.optim.Adam, lr=4e-4, betas=(0.5, 0.999), eps=1e-6, fused=Tr
 TOLERANCE = 1e-5
 
 
-def gan(num_classes: int = 0, **kwargs) -> GAN:
+def gan(num_classes: int = 0, minibatch_std_by_class: bool = False, **kwargs) -> GAN:
     kwargs = {"generator_optimizer": ADAM, "discriminator_optimizer": ADAM, "pretrain_epochs": 1, "ema_decay": 0.9,
               "classifier_checkpoint": None, "compile": "off", **kwargs}  # fmt: skip
     return GAN(ShortGANGenerator(channels=4, num_classes=num_classes),
-               ShortGANDiscriminator(channels=8, num_layers=3, num_classes=num_classes), **kwargs)  # fmt: skip
+               ShortGANDiscriminator(channels=8, num_layers=3, num_classes=num_classes,
+                                     minibatch_std_by_class=minibatch_std_by_class), **kwargs)  # fmt: skip
 
 
 # The functional iteration uncompiled: the code `compile: iteration` hands to torch.compile.
@@ -102,6 +103,8 @@ VARIANTS = {
     "augment": {"augment": ("translation", "cutout")},
     "frozen-d": {"freeze_discriminator": True},
     "conditional": {"num_classes": 10},
+    "mode-seeking": {"mode_seeking": 1.0, "num_classes": 10},
+    "class-spread": {"num_classes": 10, "minibatch_std_by_class": True},
 }
 
 

@@ -98,3 +98,15 @@ def test_each_loss_name_pairs_its_own_discriminator_and_generator_losses():
         "wgan_gp": losses.generator_wasserstein,
         "hinge": losses.generator_hinge,  # −E[D(G(z))], the same function as WGAN's
     }
+
+
+def test_mode_seeking_is_large_for_one_image_and_small_for_distinct_ones():
+    z = torch.randn(8, 16)
+    same = losses.mode_seeking(torch.zeros(8, 1, 4, 4), z)
+    distinct = losses.mode_seeking(torch.randn(8, 1, 4, 4), z)
+    assert same > 1e4 and distinct < 2  # mean|z1 − z2| ≈ 1.13, mean|x1 − x2| ≈ 1.13: a ratio near 1
+    # Its gradient pushes the two images of a pair apart (first half against second half).
+    fake = (0.01 * torch.randn(8, 1, 4, 4)).requires_grad_()
+    losses.mode_seeking(fake, z).backward()
+    h = fake.detach()[:4] - fake.detach()[4:]
+    assert ((fake.grad[:4] - fake.grad[4:]) * h).sum() < 0  # descent increases |x1 − x2|

@@ -52,6 +52,34 @@ def test_minibatch_std_makes_an_image_s_logit_depend_on_the_rest_of_its_batch_on
     assert torch.isclose(among_others, among_copies, rtol=0, atol=1e-5) != minibatch_std
 
 
+@pytest.mark.parametrize("by_class", [True, False])
+def test_a_conditional_d_can_take_the_spread_within_each_class(by_class):
+    d = ShortGANDiscriminator(num_classes=3, minibatch_std_by_class=by_class).eval()
+    images, y = torch.randn(6, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2, 2])
+    with torch.no_grad():
+        before = d(images, y)
+        other_class = images.clone()
+        other_class[2:] = torch.randn(4, 1, 28, 28)  # images of classes 1 and 2 change
+        after = d(other_class, y)
+    # By class, image 0's logit depends on its own class's images only; over the batch, on all.
+    assert torch.isclose(before[0], after[0], rtol=0, atol=1e-6) == by_class
+    assert not torch.isclose(before[2], after[2], rtol=0, atol=1e-6)
+
+
+def test_the_spread_within_a_class_is_zero_for_a_class_drawn_as_one_image():
+    h, y = torch.randn(6, 3, 5, 5), torch.tensor([0, 0, 0, 1, 1, 1])
+    h[:3] = h[0]  # class 0: one image three times; class 1: three different ones
+    spread = MinibatchStdDev(num_classes=2)(h, y)[:, -1, 0, 0]
+    assert spread[:3].max() < 1e-3 and spread[3:].min() > 0.5
+
+
+def test_by_class_needs_a_conditional_d_with_the_minibatch_std():
+    with pytest.raises(ValueError, match="minibatch_std_by_class"):
+        ShortGANDiscriminator(minibatch_std_by_class=True)
+    with pytest.raises(ValueError, match="minibatch_std_by_class"):
+        ShortGANDiscriminator(num_classes=3, minibatch_std=False, minibatch_std_by_class=True)
+
+
 def test_minibatch_std_is_zero_for_identical_images_and_positive_otherwise():
     same = torch.ones(4, 3, 5, 5)
     assert MinibatchStdDev()(same)[:, -1].abs().max() == 0

@@ -4,6 +4,7 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
@@ -90,12 +91,27 @@ class MinibatchStdDev(nn.Module):
     """Appends the batch's mean feature standard deviation as one extra channel (Karras et al. 2018).
 
     A batch of identical fakes has zero spread while real batches do not, so D can see mode
-    collapse and G is pushed to vary its output.
+    collapse and G is pushed to vary its output. Given classes y, each image gets the spread of the
+    images of its own class in the batch instead: over a batch of ten classes the whole-batch spread
+    is mostly the spread between classes, and would not show a conditional G that draws one image
+    per class (fakes take the real batch's classes, so both batches have the same class counts).
     """
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        std = h.std(dim=0, unbiased=False).mean()  # scalar spread over the batch
-        return torch.cat([h, std.expand(h.size(0), 1, *h.shape[2:])], dim=1)
+    def __init__(self, num_classes: int = 0) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, h: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if y is None:
+            std = h.std(dim=0, unbiased=False).mean().expand(h.size(0))  # one spread for the batch
+        else:
+            flat = h.flatten(1)
+            members = F.one_hot(y, self.num_classes).to(flat.dtype)  # (B, K)
+            count = members.sum(0).clamp(min=1).unsqueeze(1)  # (K, 1)
+            mean = members.t() @ flat / count  # (K, F): each class's mean image features
+            var = members.t() @ (flat - mean[y]).square() / count  # (K, F)
+            std = (var + 1e-8).sqrt().mean(1)[y]  # (B,): the spread of each image's class
+        return torch.cat([h, std.view(-1, 1, 1, 1).expand(-1, 1, *h.shape[2:])], dim=1)
 
 
 class ShortGANDiscriminator(nn.Module):
@@ -108,6 +124,8 @@ class ShortGANDiscriminator(nn.Module):
         channels: channels of the first conv; each further conv doubles them.
         num_layers: how many stride-2 convs.
         minibatch_std: add a minibatch-standard-deviation channel before the last conv.
+        minibatch_std_by_class: a conditional D's minibatch-stddev channel is the spread within each
+            image's class in the batch, not over the whole batch (`MinibatchStdDev`).
         spectral_norm: wrap every conv and the Linear in spectral normalisation.
         num_classes: 0 for an unconditional D; else `forward(x, y)` is a projection discriminator
             (Miyato & Koyama 2018): the logit adds the inner product of the image's features with a
@@ -122,17 +140,21 @@ class ShortGANDiscriminator(nn.Module):
         minibatch_std: bool = True,
         spectral_norm: bool = True,
         num_classes: int = 0,
+        minibatch_std_by_class: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0: unconditional), got {num_classes}")
+        if minibatch_std_by_class and not (minibatch_std and num_classes):
+            raise ValueError("minibatch_std_by_class needs minibatch_std and a conditional D (num_classes > 0)")
         self.num_classes = num_classes
+        self.minibatch_std_by_class = minibatch_std_by_class
         c, h, w = image_shape
         layers: list[nn.Module] = []
         for i in range(num_layers):
             out = channels * 2**i
             if minibatch_std and i == num_layers - 1:
-                layers.append(MinibatchStdDev())
+                layers.append(MinibatchStdDev(num_classes))
                 c += 1
             layers += [_maybe_sn(nn.Conv2d(c, out, 4, stride=2, padding=1), spectral_norm), nn.LeakyReLU(0.2, inplace=True)]
             c, h, w = out, h // 2, w // 2
@@ -141,7 +163,11 @@ class ShortGANDiscriminator(nn.Module):
         self.class_embedding = _maybe_sn(nn.Embedding(num_classes, c * h * w), spectral_norm) if num_classes else None
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h = self.features(x).flatten(1)  # (B, C·2^(L-1) · H/2^L · W/2^L)
+        classes = class_labels(y, x.size(0)) if self.minibatch_std_by_class else None
+        h = x
+        for layer in self.features:
+            h = layer(h, classes) if isinstance(layer, MinibatchStdDev) else layer(h)
+        h = h.flatten(1)  # (B, C·2^(L-1) · H/2^L · W/2^L)
         logits = self.to_logit(h).squeeze(1)  # (B,)
         if self.class_embedding is not None:
             logits = logits + (self.class_embedding(class_labels(y, x.size(0))) * h).sum(1)  # projection
