@@ -15,6 +15,7 @@ from shortgan.errors import UserError
 from shortgan.evaluation import EvaluatedGeneratorSystem, SampleQuality
 from shortgan.execution import Compile, CompileMode, Execution, choose_execution, compile_mode_for
 from shortgan.functional import FunctionalIteration
+from shortgan.generator_system import evaluating
 from shortgan.iteration import AdversarialRecipe, EagerUpdates, Loss, adversarial_iteration
 from shortgan.lightning_internals import count_optimizer_steps, find_unused_parameters, logger_writes_this_step
 from shortgan.pretraining import Pairing, pretraining_loss
@@ -214,16 +215,12 @@ class GAN(EvaluatedGeneratorSystem):
         quantile = self.hparams.rejection_quantile
         if quantile is None:
             return super().draw(n, y, generator)
-        was_training = self.discriminator.training
-        self.discriminator.eval()
-        try:
+        with evaluating(self.discriminator) as d:
             images, stats = rejection_sample(
                 lambda k, labels: super(GAN, self).draw(k, labels, generator),
-                lambda x, labels: self.discriminator(x) if labels is None else self.discriminator(x, labels),
+                lambda x, labels: d(x) if labels is None else d(x, labels),
                 n, quantile, y, generator,
             )  # fmt: skip
-        finally:
-            self.discriminator.train(was_training)
         if stats["unfilled"]:
             rank_zero_warn(f"Rejection sampling kept {int(stats['unfilled'])} of {n} samples that D rejected (it accepted "
                            f"{stats['acceptance']:.2%} of the candidates): lower model.rejection_quantile.")  # fmt: skip

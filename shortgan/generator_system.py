@@ -1,5 +1,7 @@
 """What every system that owns a generator shares: fixed sampling noise, sampling and predict."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Optional, Sequence
 
 import lightning as L
@@ -7,6 +9,18 @@ import torch
 from torch import nn
 
 from shortgan.errors import UserError
+
+
+@contextmanager
+def evaluating(network: nn.Module) -> Iterator[nn.Module]:
+    """`network` in eval mode (BatchNorm running statistics, no dropout) inside the block, then back
+    in the mode it was in."""
+    was_training = network.training
+    network.eval()
+    try:
+        yield network
+    finally:
+        network.train(was_training)
 
 
 def parse_classes(text: Optional[str], num_classes: int) -> Optional[list[int]]:
@@ -67,13 +81,8 @@ class GeneratorSystem(L.LightningModule):
     def sample(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Images for noise z (and classes y, for a conditional generator), with the generator in
         eval mode (BatchNorm running statistics)."""
-        generator = self.sampling_generator()
-        was_training = generator.training
-        generator.eval()
-        try:
+        with evaluating(self.sampling_generator()) as generator:
             return generator(z) if y is None else generator(z, y)
-        finally:
-            generator.train(was_training)
 
     @torch.no_grad()
     def draw(self, n: int, y: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:

@@ -46,10 +46,9 @@ def rejection_sample(
     `generator` drives the accept/reject draws (the fakes' noise is up to `propose`).
     """
     calibration_labels = None if labels is None else _cycle(labels, CALIBRATION_SAMPLES)
-    cutoff = torch.quantile(
-        score(propose(CALIBRATION_SAMPLES, calibration_labels), calibration_labels).float(), quantile
-    )
-    out: torch.Tensor | None = None
+    calibration = propose(CALIBRATION_SAMPLES, calibration_labels)
+    cutoff = torch.quantile(score(calibration, calibration_labels).float(), quantile)
+    out = calibration.new_empty(n, *calibration.shape[1:])
     empty = torch.arange(n, device=cutoff.device)  # slots still without a fake
     proposed = accepted_count = 0
     for _ in range(MAX_ROUNDS):
@@ -68,8 +67,6 @@ def rejection_sample(
         first = accepted.float().argmax(0)  # each slot's first accepted candidate (0 if none)
         chosen = x[first, torch.arange(m, device=x.device)]
         filled = accepted.any(0)
-        if out is None:
-            out = torch.empty(n, *chosen.shape[1:], dtype=chosen.dtype, device=chosen.device)
         out[empty] = chosen  # unfilled slots hold a rejected fake until a later round replaces it
         empty = empty[~filled]
         if len(empty) == 0:

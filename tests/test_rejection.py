@@ -65,15 +65,18 @@ def tiny_gan(**kwargs) -> GAN:
 
 def test_the_option_makes_draw_keep_what_d_rates_highly():
     torch.manual_seed(0)
-    plain, choosy = tiny_gan(), tiny_gan(rejection_quantile=0.5)
+    plain, choosy, modes = tiny_gan(), tiny_gan(rejection_quantile=0.5), []
     choosy.load_state_dict(plain.state_dict())
     # A stand-in D that rates an image by its mean brightness, steeply: only bright fakes pass.
     for model in (plain, choosy):
-        model.discriminator.forward = lambda x, y=None: 1e5 * x.flatten(1).mean(1)  # means differ by ~1e-4
+        model.discriminator.forward = lambda x, y=None, d=model.discriminator: (
+            modes.append(d.training) or 1e5 * x.flatten(1).mean(1)  # means differ by ~1e-4
+        )
     median = plain.draw(2000).flatten(1).mean(1).median()
     assert (plain.draw(500).flatten(1).mean(1) > median).float().mean() == pytest.approx(0.5, abs=0.08)
     assert (choosy.draw(500).flatten(1).mean(1) > median).float().mean() > 0.9
-    assert choosy.discriminator.training  # scored in eval mode, then put back
+    assert modes and not any(modes)  # D scored every candidate in eval mode (DCGAN's D has BatchNorm)
+    assert choosy.discriminator.training  # and was put back
 
 
 def test_predict_draws_through_rejection():

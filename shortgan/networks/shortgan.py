@@ -163,12 +163,13 @@ class ShortGANDiscriminator(nn.Module):
         self.class_embedding = _maybe_sn(nn.Embedding(num_classes, c * h * w), spectral_norm) if num_classes else None
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        classes = class_labels(y, x.size(0)) if self.minibatch_std_by_class else None
+        classes = class_labels(y, x.size(0)) if self.num_classes else None
+        spread_by = classes if self.minibatch_std_by_class else None
         h = x
         for layer in self.features:
-            h = layer(h, classes) if isinstance(layer, MinibatchStdDev) else layer(h)
+            h = layer(h, spread_by) if isinstance(layer, MinibatchStdDev) else layer(h)
         h = h.flatten(1)  # (B, C·2^(L-1) · H/2^L · W/2^L)
         logits = self.to_logit(h).squeeze(1)  # (B,)
         if self.class_embedding is not None:
-            logits = logits + (self.class_embedding(class_labels(y, x.size(0))) * h).sum(1)  # projection
+            logits = logits + (self.class_embedding(classes) * h).sum(1)  # projection
         return logits
