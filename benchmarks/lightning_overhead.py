@@ -1,10 +1,17 @@
-"""Lightning's cost per adversarial batch: the GAN's Lightning loop vs a plain PyTorch loop doing
-the same math (1 D step + g_steps G steps, the same networks, data, batch and optimizers).
+"""Lightning's cost per adversarial batch: the GAN's Lightning loop against a plain PyTorch loop that
+runs the very same `adversarial_iteration` (shortgan/iteration.py), eager against eager and compiled
+against compiled.
 
     python -m benchmarks.lightning_overhead --config configs/quickstart.yaml --batches 300
+    python -m benchmarks.lightning_overhead --config configs/kmnist.yaml --data_dir DIR --paths eager
 
-Both loops run the adversarial step only (no pretraining) on the config's data, after a warm-up;
-they alternate `--repeats` times and the best rate of each is reported (the least disturbed).
+The plain side is a `for real, labels in loader` loop: eagerly, the iteration through `PlainUpdates`
+(zero_grad, backward, step: the pytorch/examples DCGAN loop); compiled, the same `FunctionalIteration`
+the GAN compiles, called directly. The Lightning side is `python main.py fit` of the config with
+`compile: off` or `compile: iteration`. Both run the adversarial iterations only (no pretraining), on
+the config's data, networks, optimizers, loss, labels (conditional configs) and weight average, after a
+warm-up that also absorbs the compile; they alternate `--repeats` times and the best rate of each is
+reported (the least disturbed). Each side's execution path is printed beside its rate.
 """
 
 import argparse
@@ -15,95 +22,93 @@ import time
 import torch
 
 from benchmarks.recipe_speed import BatchClock
-from shortgan import losses
 from shortgan.averaging import ExponentialMovingAverage
 from shortgan.cli import build_cli
+from shortgan.functional import FunctionalIteration
+from shortgan.iteration import PlainUpdates, adversarial_iteration
+
+LIGHTNING_COMPILE = {"eager": "off", "compiled": "iteration"}
 
 
-def plain_loop(model, loader, batches: int, warmup: int) -> float:
-    """The GAN's adversarial step written out in plain PyTorch; batches per second."""
+def plain_loop(model, loader, batches: int, warmup: int, path: str) -> tuple[float, str]:
+    """The config's adversarial iterations in a plain loop; (batches per second, what ran)."""
     g, d = copy.deepcopy(model.generator), copy.deepcopy(model.discriminator)
-    # The config's own optimizer factories, as the Lightning run uses them.
+    # The config's own optimizer factories and weight average, as the Lightning run uses them.
     opt_g, opt_d = model.factories["g"](g.parameters()), model.factories["d"](d.parameters())
-    hp = model.hparams
-    # The same weight average of G as the Lightning run, when the config keeps one.
-    ema = None
-    if model.generator_ema is not None:
-        ema = ExponentialMovingAverage(g, hp.ema_decay)
-
-    def noisy(x):
-        return x + hp.instance_noise * torch.randn_like(x)
-
+    ema = ExponentialMovingAverage(g, model.hparams.ema_decay) if model.generator_ema is not None else None
+    std = model.noise.at(0.0, 0)  # the run has no end, so the noise schedule stays at its start
+    if path == "compiled":
+        iteration = FunctionalIteration(g, d, opt_g, opt_d, model.recipe, ema, "default", "inductor")
+        step = lambda real, y, g_turn: iteration(real, std, g_turn, y)  # noqa: E731
+        what = "FunctionalIteration (torch.compile inductor, mode default), called in a for loop"
+    else:
+        updates = PlainUpdates(g, d, opt_g, opt_d)
+        step = lambda real, y, g_turn: adversarial_iteration(g, d, updates, model.recipe, real, y, std, g_turn, ema)  # noqa: E731
+        what = "adversarial_iteration through PlainUpdates (zero_grad, backward, step), eager"
+    n_critic, conditional = model.hparams.n_critic, bool(model.num_classes)
     seen, start = 0, None
     while True:
-        for real, _ in loader:
-            z = torch.randn(real.size(0), g.latent_dim)
-            for p in g.parameters():
-                p.requires_grad_(False)
-            fake = g(z)
-            d_loss = losses.discriminator_bce(d(noisy(real)), d(noisy(fake)), hp.real_label, hp.fake_label)
-            opt_d.zero_grad()
-            d_loss.backward()
-            opt_d.step()
-            for p in g.parameters():
-                p.requires_grad_(True)
-            for p in d.parameters():
-                p.requires_grad_(False)
-            for _ in range(hp.g_steps):
-                g_loss = losses.generator_nonsaturating(d(noisy(g(torch.randn(real.size(0), g.latent_dim)))))
-                opt_g.zero_grad()
-                g_loss.backward()
-                opt_g.step()
-            for p in d.parameters():
-                p.requires_grad_(True)
-            if ema is not None:
-                ema.update_parameters(g)
+        for real, labels in loader:
+            step(real, labels if conditional else None, (seen + 1) % n_critic == 0)
             seen += 1
             if seen == warmup:
                 start = time.perf_counter()
             if seen == warmup + batches:
-                return batches / (time.perf_counter() - start)
+                return batches / (time.perf_counter() - start), what
 
 
-def lightning_loop(config: str, batches: int, warmup: int, extra: list[str]) -> float:
-    # As many epochs as it takes (an epoch of the MNIST sample is 125 batches of 32); the clock stops the run.
+def lightning_loop(config: list[str], batches: int, warmup: int, path: str, extra: list[str]) -> tuple[float, str]:
+    """`fit` of the config for warmup + batches adversarial batches; (batches per second, what ran)."""
     clock = BatchClock(warmup, batches)
     with tempfile.TemporaryDirectory() as root:
-        build_cli(
-            ["fit", "--config", config, "--model.init_args.pretrain_epochs", "0", "--trainer.max_epochs", "-1",
-             "--trainer.accelerator", "cpu", "--trainer.default_root_dir", root,
-             "--trainer.limit_val_batches", "0", "--trainer.enable_model_summary", "false", *extra],
+        cli = build_cli(
+            ["fit", *config, "--model.init_args.pretrain_epochs", "0", "--trainer.max_epochs", "-1",
+             "--trainer.accelerator", "cpu", "--trainer.default_root_dir", root, "--trainer.limit_val_batches", "0",
+             "--trainer.enable_model_summary", "false", "--trainer.enable_progress_bar", "false",
+             "--model.init_args.classifier_checkpoint", "null",
+             "--model.init_args.compile", LIGHTNING_COMPILE[path], *extra],
             trainer_defaults={"callbacks": [clock]},
         )  # fmt: skip
-    return clock.rate
+    return clock.rate, f"Lightning fit, compile: {LIGHTNING_COMPILE[path]} → {cli.model.execution.describe()}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/quickstart.yaml")
+    parser.add_argument("--data_dir", default=None, help="where the config's dataset lives (data.init_args.data_dir)")
     parser.add_argument("--batches", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=20, help="untimed batches; a compiled side compiles in them")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--lightning_args", nargs="*", default=[], help="extra CLI arguments for the Lightning run")
-    args = parser.parse_args()
-    cli = build_cli(["--config", args.config], run=False)
+    parser.add_argument("--paths", nargs="+", choices=["eager", "compiled"], default=["eager", "compiled"])
+    parser.add_argument("--lightning_args", nargs="*", default=[], help="extra CLI arguments for both sides' config")
+    args = parser.parse_args(argv)
+    config = ["--config", args.config, *(["--data.init_args.data_dir", args.data_dir] if args.data_dir else []),
+              *args.lightning_args]  # fmt: skip
+    cli = build_cli(config, run=False)
+    cli.datamodule.prepare_data()
     cli.datamodule.setup("fit")
     loader = cli.datamodule.train_dataloader()
-    plain, lightning = [], []
-    for _ in range(args.repeats):
-        plain.append(plain_loop(cli.model, loader, args.batches, args.warmup))
-        lightning.append(lightning_loop(args.config, args.batches, args.warmup, args.lightning_args))
-    p, l = max(plain), max(lightning)
-    # A shared machine's speed drifts over minutes; each pair ran back to back, so its ratio is the
-    # steadier estimate.
-    ratios = sorted(a / b for a, b in zip(plain, lightning))
-    print(f"\ntorch threads: {torch.get_num_threads()}, {args.batches} timed batches, best of {args.repeats}")
-    print("| loop | batches/s | ms/batch |\n|---|---:|---:|")
-    print(f"| plain PyTorch | {p:.1f} | {1000 / p:.1f} |")
-    print(f"| Lightning (GAN module) {' '.join(args.lightning_args)} | {l:.1f} | {1000 / l:.1f} |")
-    print(f"\nLightning overhead: {100 * (p / l - 1):+.1f}% time per batch (best rates); "
-          f"median of the {len(ratios)} back-to-back pairs {100 * (ratios[len(ratios) // 2] - 1):+.1f}% "
-          f"(pairs: {', '.join(f'{100 * (r - 1):+.1f}%' for r in ratios)})")  # fmt: skip
+    print(f"config: {args.config}; torch threads: {torch.get_num_threads()}; batch {cli.datamodule.hparams.batch_size}; "
+          f"{args.batches} timed batches after {args.warmup}, best of {args.repeats}")  # fmt: skip
+    results: dict[str, dict[str, float]] = {}
+    lines = ["| path | loop | batches/s | ms/batch | what ran |", "|---|---|---:|---:|---|"]
+    summary = []
+    for path in args.paths:
+        plain, lightning = [], []
+        for _ in range(args.repeats):
+            plain.append(plain_loop(cli.model, loader, args.batches, args.warmup, path))
+            lightning.append(lightning_loop(config, args.batches, args.warmup, path, []))
+        p, l = max(r for r, _ in plain), max(r for r, _ in lightning)
+        # A shared machine's speed drifts over minutes; each pair ran back to back, so its ratio is steadier.
+        ratios = sorted(a[0] / b[0] for a, b in zip(plain, lightning))
+        lines += [f"| {path} | plain PyTorch | {p:.1f} | {1000 / p:.1f} | {plain[0][1]} |",
+                  f"| {path} | Lightning | {l:.1f} | {1000 / l:.1f} | {lightning[0][1]} |"]  # fmt: skip
+        median = ratios[len(ratios) // 2]
+        summary.append(f"{path}: Lightning overhead {100 * (p / l - 1):+.1f}% time per batch (best rates); median "
+                       f"of {len(ratios)} back-to-back pairs {100 * (median - 1):+.1f}%")  # fmt: skip
+        results[path] = {"plain": p, "lightning": l, "overhead": p / l - 1, "median_pair_overhead": median - 1}
+    print("\n" + "\n".join(lines) + "\n\n" + "\n".join(summary))
+    return results
 
 
 if __name__ == "__main__":

@@ -121,8 +121,9 @@ class ShortGANCLI(LightningCLI):
         )  # fmt: skip
         parser.add_argument(
             "--classes", type=Optional[str], default=None,
-            help="predict, class-conditional models: the classes to draw, e.g. 7, 1,4,7 or all (the default), "
-                 "in turn; labels.pt holds each sample's class.",
+            help="predict, class-conditional models: the classes to draw in turn, e.g. 7, 1,4,7 or all (every "
+                 "class); by default each sample's class is drawn by the training split's class frequencies. "
+                 "labels.pt holds each sample's class.",
         )  # fmt: skip
         # Two checkpoint callbacks: last.ckpt after every epoch (for resume), and a kept copy every
         # 10 epochs. One callback cannot do both: it writes last.ckpt only when it saves a top-k

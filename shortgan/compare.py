@@ -6,7 +6,11 @@
 Each recipe trains until it has spent `--seconds` of training time (evaluation time excluded) and is
 evaluated at `--points` evenly spaced times (and at 0 s) with a digit classifier: Fréchet distance of
 its features (classifier FID), precision/recall, class coverage, class KL and classifier score, on
-`--num_samples` generated images against the dataset's test split. Writes into `--out`:
+`--num_samples` generated images against a reference split of the dataset (`--reference`: the test
+split, or the larger training split). The other split's real images, scored the same way against the
+same reference, give the real-vs-real value; where that split has fewer images than `--num_samples`,
+the samples are also scored in disjoint chunks of its size (mean and spread), so every number has
+its real-vs-real value at the same sizes beside it. Writes into `--out`:
 `comparison.md` (tables), `fid_vs_time.png` (one line per recipe), `samples/<recipe>.png`,
 `results.json` (every evaluation) and `runs/` (each recipe's run folder, for TensorBoard).
 """
@@ -15,7 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import lightning as L
 import torch
@@ -57,6 +61,29 @@ def sample_quality(
     return {k: v if isinstance(v, int) else float(v) for k, v in quality.items()}
 
 
+def scored(
+    fake: tuple[torch.Tensor, torch.Tensor], real: tuple[torch.Tensor, torch.Tensor], real_labels: Optional[torch.Tensor],
+    fake_labels: Optional[torch.Tensor], size: int,
+) -> dict:  # fmt: skip
+    """`sample_quality` of all fakes; where `size` is smaller than their number, also under "same_size"
+    the mean ("fid", "precision", "recall") and standard deviation ("…_sd") over disjoint chunks of
+    `size` fakes, each scored against the whole reference (the sizes of the real-vs-real value)."""
+    row = sample_quality(fake, real, real_labels, fake_labels)
+    n = len(fake[0])
+    if size < n:
+        chunks = [
+            sample_quality((fake[0][i : i + size], fake[1][i : i + size]), real, real_labels,
+                           None if fake_labels is None else fake_labels[i : i + size])
+            for i in range(0, n - size + 1, size)
+        ]  # fmt: skip
+        same = {"size": size, "chunks": len(chunks)}
+        for key in ("fid", "precision", "recall"):
+            values = torch.tensor([c[key] for c in chunks])
+            same[key], same[f"{key}_sd"] = float(values.mean()), float(values.std()) if len(values) > 1 else 0.0
+        row["same_size"] = same
+    return row
+
+
 class TimedEvaluation(L.Callback):
     """Stops training after `seconds` of training time and evaluates G at `points` evenly spaced times.
 
@@ -64,21 +91,24 @@ class TimedEvaluation(L.Callback):
 
     Args:
         classifier: judges the images.
-        real_images: reference images in [-1, 1] (the test split).
-        real_labels: their classes; a class-conditional generator draws one sample per real image, of
-            its class (so `num_samples` should not exceed the real images).
+        real_images: reference images in [-1, 1].
+        real_labels: their classes (a conditional generator's metrics judge classes too).
         seconds: training-time budget.
         points: evaluations after 0 s (the last at `seconds`).
-        num_samples: generated images per evaluation.
-        seed: seed of the evaluation noise (the same at every point).
+        num_samples: generated images per evaluation; a conditional generator draws their classes by
+            its training split's class frequencies (`draw_classes`).
+        seed: seed of the evaluation noise and classes (the same at every point).
+        same_size: also score the samples in chunks of this many (`scored`); None: not.
     """
 
     def __init__(
         self, classifier: DigitClassifier, real_images: torch.Tensor, seconds: float, points: int = 5,
         num_samples: int = 1000, seed: int = 0, real_labels: Optional[torch.Tensor] = None,
+        same_size: Optional[int] = None,
     ) -> None:  # fmt: skip
         self.classifier, self.real_images, self.real_labels = classifier, real_images, real_labels
         self.seconds, self.num_samples, self.seed = seconds, num_samples, seed
+        self.same_size = same_size or num_samples
         self.times = [seconds * (i + 1) / points for i in range(points)]
         self.rows: list[dict] = []
 
@@ -111,18 +141,15 @@ class TimedEvaluation(L.Callback):
             trainer.should_stop = True
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, seconds: float) -> None:
-        seeded = torch.Generator().manual_seed(self.seed)
-        labels = None
-        if getattr(pl_module, "num_classes", 0):
-            if self.real_labels is None or len(self.real_labels) < self.num_samples:
-                raise UserError("A class-conditional recipe needs as many labelled real images as --num_samples")
-            labels = self.real_labels[: self.num_samples]
+        seeded = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        labels = pl_module.draw_classes(self.num_samples, seeded) if getattr(pl_module, "num_classes", 0) else None
         # As the model samples (rejection by D included, if it is set), the same noise every evaluation.
-        device, sizes = pl_module.device, [min(500, self.num_samples - i) for i in range(0, self.num_samples, 500)]
+        sizes = [min(500, self.num_samples - i) for i in range(0, self.num_samples, 500)]
         classes = labels.split(500) if labels is not None else [None] * len(sizes)
-        fake = torch.cat([pl_module.draw(k, None if y is None else y.to(device), seeded) for k, y in zip(sizes, classes)])
+        fake = torch.cat([pl_module.draw(k, y, seeded) for k, y in zip(sizes, classes)])
         row = {"seconds": round(seconds, 2), "epoch": trainer.current_epoch, "batches": self.batches}
-        row.update(sample_quality(judge(self.classifier, fake), self.real, self.real_labels, labels))
+        fake_labels = None if labels is None else labels.cpu()
+        row.update(scored(judge(self.classifier, fake), self.real, self.real_labels, fake_labels, self.same_size))
         self.rows.append(row)
 
 
@@ -160,6 +187,8 @@ def write_report(results: dict[str, dict], out: Path, command: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, result in results.items():
+        if name == "__reference__":
+            continue
         rows = result["rows"]
         seconds = [r["seconds"] for r in rows]
         axes[0].plot(seconds, [r["fid"] for r in rows], marker="o", label=name)
@@ -171,13 +200,21 @@ def write_report(results: dict[str, dict], out: Path, command: str) -> None:
     fig.savefig(out / "fid_vs_time.png", dpi=120)
     plt.close(fig)
 
-    lines = [
-        f"Command: `{command}`", "",
+    reference = results.get("__reference__")
+    recipes = {name: result for name, result in results.items() if name != "__reference__"}
+    lines = [f"Command: `{command}`", ""]
+    if reference is not None:
+        lines += [
+            f"Reference: {reference['reference_size']} real images ({reference['reference']} split); "
+            f"{reference['num_samples']} samples per evaluation. Real-vs-real: {reference['size']} images of the "
+            f"other split against the same reference.", "",
+        ]  # fmt: skip
+    lines += [
         "| recipe | config | epochs | batches/s | FID ↓ | precision ↑ | recall ↑ | classes covered | class KL ↓ "
         "| classifier score ↑ | class consistency ↑ | intra-FID ↓ |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
-    for name, result in results.items():
+    for name, result in recipes.items():
         last = result["rows"][-1]
         rate = last["batches"] / last["seconds"] if last["seconds"] else float("nan")
         consistency = f"{last['class_consistency']:.3f}" if "class_consistency" in last else "—"
@@ -187,25 +224,57 @@ def write_report(results: dict[str, dict], out: Path, command: str) -> None:
             f"{last['precision']:.3f} | {last['recall']:.3f} | {last['coverage']} | {last['class_kl']:.3f} | "
             f"{last['classifier_score']:.2f} | {consistency} | {intra} |"
         )
+    if reference is not None:
+        real = reference["real_vs_real"]
+        same = reference["size"] == reference["num_samples"]
+        lines.append(
+            f"| real vs real ({reference['size']} images{'' if same else ', other sizes'}) | — | — | — | {real['fid']:.2f} | "
+            f"{real['precision']:.3f} | {real['recall']:.3f} | {real['coverage']} | {real['class_kl']:.3f} | "
+            f"{real['classifier_score']:.2f} | — | {real.get('intra_fid', float('nan')):.2f} |"
+        )
+        if not same:
+            lines += [
+                "", f"At the real-vs-real sizes ({reference['size']} samples against the same reference; mean ± sd "
+                f"over disjoint chunks of the samples):", "",
+                "| recipe | FID ↓ | precision ↑ | recall ↑ |", "|---|---:|---:|---:|",
+            ]  # fmt: skip
+            for name, result in recipes.items():
+                s = result["rows"][-1]["same_size"]
+                lines.append(
+                    f"| {name} | {s['fid']:.2f} ± {s['fid_sd']:.2f} | {s['precision']:.3f} ± {s['precision_sd']:.3f} "
+                    f"| {s['recall']:.3f} ± {s['recall_sd']:.3f} |"
+                )
+            lines.append(f"| real vs real | {real['fid']:.2f} | {real['precision']:.3f} | {real['recall']:.3f} |")
     lines += ["", "Classifier FID at each evaluation (training seconds):", ""]
-    for name, result in results.items():
+    for name, result in recipes.items():
         lines.append(f"- {name}: " + ", ".join(f"{r['seconds']:.0f} s → {r['fid']:.2f}" for r in result["rows"]))
     (out / "comparison.md").write_text("\n".join(lines) + "\n")
+
+
+Reference = Literal["test", "train"]
 
 
 def compare(
     configs: list[str], seconds: float, classifier: str, out: Path, dataset: DatasetName = "mnist_sample",
     data_dir: str = "data", points: int = 5, num_samples: int = 1000, accelerator: str = "auto", command: str = "",
+    reference: Reference = "test",
 ) -> dict[str, dict]:  # fmt: skip
-    """Train and evaluate every config; write the report into `out`; return the results."""
+    """Train and evaluate every config against the `reference` split; write the report into `out`;
+    return the results ("__reference__" holds the instrument: its sizes and the real-vs-real value)."""
     judge_net = load_classifier(classifier, "--classifier")
     data = ImageDataModule(dataset, data_dir)
     data.prepare_data()
-    data.setup("test")
-    real_images, real_labels = data.test_set.images[:num_samples], data.test_set.labels[:num_samples]
+    splits = {"train": data.load_split(train=True), "test": data.load_split(train=False)}
+    ref, other = splits[reference], splits["test" if reference == "train" else "train"]
+    size = min(num_samples, len(other))
+    real = judge(judge_net, ref.images)
+    held_out = judge(judge_net, other.images[:size])
+    results: dict[str, dict] = {"__reference__": {
+        "reference": reference, "reference_size": len(ref), "num_samples": num_samples, "size": size,
+        "real_vs_real": sample_quality(held_out, real, ref.labels, other.labels[:size]),
+    }}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
-    results: dict[str, dict] = {}
     for config in configs:
         for part in config.split("+"):
             if not Path(part).is_file():
@@ -213,7 +282,8 @@ def compare(
         name = "+".join(Path(part).stem for part in config.split("+"))
         while name in results:  # the same config twice gets a second, numbered entry
             name += "_"
-        evaluation = TimedEvaluation(judge_net, real_images, seconds, points, num_samples, real_labels=real_labels)
+        evaluation = TimedEvaluation(judge_net, ref.images, seconds, points, num_samples, real_labels=ref.labels,
+                                     same_size=size)  # fmt: skip
         model = train_recipe(config, name, evaluation, dataset, out, accelerator, data_dir)
         results[name] = {"config": config, "rows": evaluation.rows}
         noise = torch.randn(64, model.generator.latent_dim, generator=torch.Generator().manual_seed(0)).to(model.device)
@@ -238,7 +308,10 @@ def main(args: Optional[list[str]] = None) -> None:
     parser.add_argument("--dataset", type=DatasetName, default="mnist_sample", help="Dataset every recipe trains on.")
     parser.add_argument("--data_dir", type=str, default="data", help="Where torchvision datasets live.")
     parser.add_argument("--points", type=int, default=5, help="Evaluations per recipe after the one at 0 s.")
-    parser.add_argument("--num_samples", type=int, default=1000, help="Generated (and real) images per evaluation.")
+    parser.add_argument("--num_samples", type=int, default=1000, help="Generated images per evaluation.")
+    parser.add_argument("--reference", type=Reference, default="test",
+                        help="The real images the samples are judged against: the test split, or the training "
+                             "split (larger; the test split then gives the real-vs-real value).")  # fmt: skip
     parser.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu or auto, for every recipe.")
     parser.add_argument("--threads", type=Optional[int], default=None,
                         help="CPU threads for torch (default: torch's choice). Use 1 on a busy CPU: OpenMP threads "
@@ -252,7 +325,7 @@ def main(args: Optional[list[str]] = None) -> None:
         torch.set_num_threads(cfg.threads)
     with exit_on_user_error():
         compare(cfg.configs, cfg.seconds, cfg.classifier, Path(cfg.out), cfg.dataset, cfg.data_dir, cfg.points,
-                cfg.num_samples, cfg.accelerator, command)  # fmt: skip
+                cfg.num_samples, cfg.accelerator, command, cfg.reference)  # fmt: skip
     print(Path(cfg.out) / "comparison.md")
 
 

@@ -185,9 +185,12 @@ class SampleQuality:
             metric.reset_real_features = keep
         self.real_split = split
 
-    def update(self, real: torch.Tensor, fake: torch.Tensor, labels: Optional[torch.Tensor] = None) -> None:
-        """Add a batch of real images and generated ones; `labels`: a conditional generator's classes,
-        which are those of the real images (the domain metrics then judge classes too)."""
+    def update(
+        self, real: torch.Tensor, fake: torch.Tensor, real_labels: Optional[torch.Tensor] = None,
+        fake_labels: Optional[torch.Tensor] = None,
+    ) -> None:  # fmt: skip
+        """Add a batch of real images and generated ones; with the real images' classes and those a
+        conditional generator drew its fakes for, the domain metrics judge classes too."""
         for name, metric in self.metrics.items():
             if name == "fid":
                 if self.collect_real:
@@ -195,8 +198,8 @@ class SampleQuality:
                 metric.update(to_inception_range(fake), real=False)
                 continue
             if self.collect_real:
-                metric.update(real, real=True, labels=labels)
-            metric.update(fake, real=False, labels=labels)
+                metric.update(real, real=True, labels=real_labels)
+            metric.update(fake, real=False, labels=fake_labels)
 
     def compute(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -261,10 +264,15 @@ class EvaluatedGeneratorSystem(GeneratorSystem):
         n = min(len(batch[0]), self._eval_left) if self._evaluate else 0
         if n == 0:
             return
-        real, labels = batch[0][:n], batch[1][:n] if self.num_classes else None
+        real = batch[0][:n]
         self._eval_left -= n
-        # Conditional: one fake per real image, of its class, so classes are judged against their own.
-        self.quality.update(real, self.draw(n, labels, self._eval_rng), labels)
+        if not self.num_classes:
+            self.quality.update(real, self.draw(n, None, self._eval_rng))
+            return
+        # Conditional: the fakes' classes drawn as every sample's are (the training split's class
+        # frequencies), from the evaluation's own seeded stream, so every evaluation asks for the same ones.
+        fake_labels = self.draw_classes(n, self._eval_rng)
+        self.quality.update(real, self.draw(n, fake_labels, self._eval_rng), batch[1][:n], fake_labels)
 
     def _end_evaluation(self, split: str) -> None:
         if self._evaluate:

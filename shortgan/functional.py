@@ -28,7 +28,7 @@ CURVES = ("d_loss", "d_real", "d_fake", "critic_gap", "g_loss")
 
 def unsupported_network(discriminator: nn.Module, recipe: AdversarialRecipe) -> str | None:
     """Why the functional iteration cannot run this recipe on these networks, or None."""
-    if recipe.loss == "wgan_gp" and any(
+    if recipe.input_gradient_penalty and any(
         isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()
     ):
         # The penalty's gradient is a torch.func transform nested in D's, and torch.func refuses the
@@ -66,7 +66,8 @@ class AdamMaths:
         group = optimizer.param_groups[0]
         if {id(p) for p in self.params} != {id(p) for p in group["params"]}:
             raise ValueError("the optimizer does not hold exactly the network's parameters")
-        self.decoupled = isinstance(optimizer, torch.optim.AdamW)
+        # AdamW is Adam with this flag set; Adam(decoupled_weight_decay=True) is AdamW too.
+        self.decoupled = bool(group.get("decoupled_weight_decay", isinstance(optimizer, torch.optim.AdamW)))
         self.lr = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
         self._lr_value: float | None = None
         self.sync_lr()
@@ -234,6 +235,9 @@ class FunctionalIteration:
             self._noise_std_value = noise_std
         self.updates.steps = 0
         names = self.run(real, labels, g_turn)
+        for maths in self.updates.adam.values():
+            # What optimizer.step() marks, so torch's LR schedulers know the optimizer has stepped.
+            maths.optimizer._opt_called = True
         return {name: self.curve_views[name] for name in names}, self.updates.steps
 
     def _iteration(self, real: torch.Tensor, labels: torch.Tensor | None, g_turn: bool) -> tuple[str, ...]:

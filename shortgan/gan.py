@@ -19,7 +19,7 @@ from shortgan.generator_system import evaluating
 from shortgan.iteration import AdversarialRecipe, EagerUpdates, Loss, adversarial_iteration
 from shortgan.lightning_internals import count_optimizer_steps, find_unused_parameters, logger_writes_this_step
 from shortgan.pretraining import Pairing, pretraining_loss
-from shortgan.rejection import check_quantile, rejection_sample
+from shortgan.rejection import CALIBRATION_SAMPLES, calibrate, check_quantile, rejection_sample
 from shortgan.safety import seed_this_process
 from shortgan.schedules import InstanceNoise, ProgressLR, adversarial_progress, training_clock
 
@@ -31,7 +31,8 @@ class GAN(EvaluatedGeneratorSystem):
     step on real images plus noise and fakes, then, every `n_critic`-th batch, `g_steps` G steps on
     fresh noise. The first `pretrain_epochs` epochs train G alone with Smooth-L1 pretraining, so one
     `fit` runs the whole recipe. Lightning's `global_step` counts optimizer steps, 1 + g_steps per
-    iteration (1 without a G turn), whichever way (`compile`) the iterations run.
+    iteration (1 without a G turn, g_steps with a frozen D; `iterations_per_batch` iterations per
+    loaded batch), whichever way (`compile`) the iterations run.
 
     Class-conditional: give both networks the same `num_classes` (the dataset configs do;
     `configs/conditional.yaml` for the others). G then draws a given class, D scores (image,
@@ -60,8 +61,8 @@ class GAN(EvaluatedGeneratorSystem):
         fake_label: D's target for generated images with `bce`/`minimax`.
         instance_noise: std of the Gaussian noise added to images D sees (0 turns it off).
         instance_noise_fade: let that std fall linearly to 0 over this fraction of the adversarial
-            training (1.0: 0 on the run's last batch, whether `max_epochs` or `max_time` ends it);
-            None keeps it constant. Noise steadies the start but hides faint speckle from D.
+            training (1.0: 0 on the run's last batch, whether `max_epochs` or `max_time` ends it; 2.0:
+            half the std then); None keeps it constant. Noise steadies the start but hides faint speckle from D.
         instance_noise_epochs: the older, epoch-counted form of `instance_noise_fade`: the std falls
             to 0 over this many adversarial epochs, however long the run is.
         noise_fakes: add that noise to generated images too, not only to real ones. Noise on real
@@ -92,7 +93,8 @@ class GAN(EvaluatedGeneratorSystem):
             (`inception_weights`, or torch-fidelity's download in torch hub's cache).
         inception_weights: torch-fidelity's InceptionV3 weights file, for machines without internet.
         ema_decay: keep an exponential moving average of G's weights (and BatchNorm statistics)
-            with this decay, e.g. 0.999, and draw every sample from it: grids, metrics, predict.
+            with this decay per G update (per adversarial iteration with a G turn, and per
+            pretraining step), e.g. 0.999, and draw every sample from it: grids, metrics, predict.
             None turns it off.
         iterations_per_batch: split each loaded batch into this many equal chunks and run one
             iteration (pretraining step, or D step + G steps) on each: with `data.batch_size` k × 64
@@ -123,6 +125,9 @@ class GAN(EvaluatedGeneratorSystem):
             `losses.mode_seeking`): the two halves of each G batch are pairs, drawn for the same
             classes in a conditional GAN, and G is pushed to give distinct noise distinct images —
             recall, at some cost in precision. 0 turns it off.
+        r1_gamma: weight γ of the R1 penalty in D's loss, γ·½·E‖∇D(x)‖² on the real images D sees
+            (Mescheder et al. 2018, `losses.r1_penalty`): D may not slope steeply around the data.
+            Costs a second differentiation in each D step. 0 turns it off.
     """
 
     def __init__(
@@ -166,6 +171,7 @@ class GAN(EvaluatedGeneratorSystem):
         compile_backend: str | None = "inductor",
         rejection_quantile: float | None = None,
         mode_seeking: float = 0.0,
+        r1_gamma: float = 0.0,
     ) -> None:
         super().__init__(generator, num_fixed_samples, fixed_noise_seed)
         if getattr(discriminator, "num_classes", 0) != self.num_classes:
@@ -183,9 +189,14 @@ class GAN(EvaluatedGeneratorSystem):
             raise UserError(f"model.ema_decay must be between 0 and 1 (or null), got {ema_decay}")
         # The iteration's decisions and the noise schedule, checked on construction.
         self.recipe = AdversarialRecipe(loss, g_steps, clip_value, gp_weight, real_label, fake_label, noise_fakes,
-                                        tuple(augment), freeze_discriminator, mode_seeking)  # fmt: skip
+                                        tuple(augment), freeze_discriminator, mode_seeking, r1_gamma)  # fmt: skip
         self.noise = InstanceNoise(instance_noise, instance_noise_fade, instance_noise_epochs)
         check_quantile(rejection_quantile)
+        if rejection_quantile is not None and not self.recipe.bce:
+            raise UserError(
+                f"model.rejection_quantile: rejection sampling reads D's logits as log-density ratios, which only a "
+                f"D trained with loss bce or minimax gives; this one uses {loss}. Set rejection_quantile to null."
+            )
         # Networks and factories are not plain data; the CLI's config.yaml records them.
         self.save_hyperparameters(ignore=["generator", "discriminator", "generator_optimizer", "discriminator_optimizer",
                                           "pretrain_optimizer", "generator_scheduler", "discriminator_scheduler"])  # fmt: skip
@@ -207,6 +218,7 @@ class GAN(EvaluatedGeneratorSystem):
         self.logged_batch = False
         self.progress = 0.0  # of the adversarial training, by the end of the current batch
         self.adversarial_started_at: float | None = None  # on the training clock (schedules.py)
+        self._rejection_cutoff: tuple[int, torch.Tensor] | None = None  # (global_step, cut-off)
 
     def sampling_generator(self) -> nn.Module:
         return self.generator_ema.module if self.generator_ema is not None else self.generator
@@ -219,12 +231,26 @@ class GAN(EvaluatedGeneratorSystem):
             images, stats = rejection_sample(
                 lambda k, labels: super(GAN, self).draw(k, labels, generator),
                 lambda x, labels: d(x) if labels is None else d(x, labels),
-                n, quantile, y, generator,
+                n, self.rejection_cutoff(), y, generator,
             )  # fmt: skip
         if stats["unfilled"]:
             rank_zero_warn(f"Rejection sampling kept {int(stats['unfilled'])} of {n} samples that D rejected (it accepted "
                            f"{stats['acceptance']:.2%} of the candidates): lower model.rejection_quantile.")  # fmt: skip
         return images
+
+    def rejection_cutoff(self) -> torch.Tensor:
+        """The logit above which rejection sampling keeps every fake: `rejection_quantile` of D's logits on
+        CALIBRATION_SAMPLES fakes of fixed noise (classes drawn by the class frequencies). Calibrated once
+        per state of the networks (a change of `global_step`), so every batch of an evaluation or a
+        predict run uses the same cut-off, and costs its calibration once."""
+        if self._rejection_cutoff is None or self._rejection_cutoff[0] != self.global_step:
+            seeded = torch.Generator(device=self.device).manual_seed(0)
+            y = self.draw_classes(CALIBRATION_SAMPLES, seeded) if self.num_classes else None
+            fakes = super().draw(CALIBRATION_SAMPLES, y, seeded)
+            with evaluating(self.discriminator) as d:
+                logits = d(fakes) if y is None else d(fakes, y)
+            self._rejection_cutoff = (self.global_step, calibrate(logits, self.hparams.rejection_quantile))
+        return self._rejection_cutoff[1]
 
     @property
     def pretraining(self) -> bool:
@@ -271,6 +297,7 @@ class GAN(EvaluatedGeneratorSystem):
     # ---- training ----------------------------------------------------------------------------
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         # Chosen here, after a resumed run has loaded its optimizer state and the model is on its device.
         hp = self.hparams
         self.execution = choose_execution(hp.compile, hp.compile_mode, hp.compile_backend, self.trainer,
@@ -390,4 +417,6 @@ class GAN(EvaluatedGeneratorSystem):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         require_gan(checkpoint, self.num_classes)
+        super().on_load_checkpoint(checkpoint)
+        self._rejection_cutoff = None  # other weights: calibrate again
         self.adversarial_started_at = checkpoint.get("adversarial_started_at")

@@ -47,8 +47,10 @@ class GeneratorSystem(L.LightningModule):
     """A LightningModule with a `generator`, a fixed-noise buffer for progress grids, and `predict`.
 
     A generator with `num_classes` > 0 is class-conditional: it takes a class label per sample, the
-    progress grid has one row per class (the same noise in each column), and `predict` draws classes
-    from `predict_classes` (`--classes`; every class in turn if unset) and returns them with the images.
+    progress grid has one row per class (the same noise in each column), and every sample it is not
+    told the class of takes one drawn by the training split's class frequencies (`draw_classes`,
+    kept in the checkpoint), so a model of the whole dataset has the dataset's class mix; `predict`
+    takes `predict_classes` (`--classes`) in turn instead where given, and returns the classes with the images.
 
     Args:
         generator: the network mapping noise (B, latent_dim) to images (B, C, H, W) in [-1, 1].
@@ -64,6 +66,9 @@ class GeneratorSystem(L.LightningModule):
         # A buffer: moves with the module and is saved in checkpoints, so a resumed run keeps it.
         self.register_buffer("fixed_noise", torch.randn(num_fixed_samples, generator.latent_dim, generator=seeded))
         self.predict_classes: Optional[Sequence[int]] = None
+        if self.num_classes:
+            # The training split's class frequencies, set when fit starts (uniform until then).
+            self.register_buffer("class_frequencies", torch.full((self.num_classes,), 1.0 / self.num_classes))
 
     @property
     def num_classes(self) -> int:
@@ -72,6 +77,32 @@ class GeneratorSystem(L.LightningModule):
 
     def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.generator(z) if y is None else self.generator(z, y)
+
+    def on_train_start(self) -> None:
+        # The training data's labels, where the loader's dataset holds them (ImageDataModule's does).
+        labels = getattr(getattr(self.trainer.train_dataloader, "dataset", None), "labels", None)
+        if self.num_classes and isinstance(labels, torch.Tensor) and len(labels):
+            if int(labels.max()) >= self.num_classes:
+                raise UserError(
+                    f"The data have classes up to {int(labels.max())} but the networks' num_classes is "
+                    f"{self.num_classes}: set num_classes on both networks to the data's number of classes."
+                )
+            counts = torch.bincount(labels.long().cpu(), minlength=self.num_classes).float()
+            self.class_frequencies.copy_(counts / counts.sum())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints written before the class frequencies were kept: every class equally often.
+        if self.num_classes:
+            checkpoint.get("state_dict", {}).setdefault(
+                "class_frequencies", torch.full((self.num_classes,), 1.0 / self.num_classes)
+            )
+
+    def draw_classes(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """n classes drawn by the training split's class frequencies (on the model's device); `generator`
+        seeds the draw."""
+        device = generator.device if generator is not None else self.device
+        y = torch.multinomial(self.class_frequencies.to(device), n, replacement=True, generator=generator)
+        return y.to(self.device)
 
     def sampling_generator(self) -> nn.Module:
         """The network that draws samples (a subclass may keep an averaged copy of the generator)."""
@@ -112,7 +143,10 @@ class GeneratorSystem(L.LightningModule):
         """Images for a batch of sample indices; a conditional model returns (images, classes)."""
         if not self.num_classes:
             return self.draw(len(batch))
-        # Sample i gets the (i mod k)-th requested class: any count is as balanced as it can be.
-        classes = torch.tensor(list(self.predict_classes or range(self.num_classes)), device=self.device)
-        labels = classes[batch.to(self.device) % len(classes)]
+        if self.predict_classes:
+            # Sample i gets the (i mod k)-th requested class: any count is as balanced as it can be.
+            classes = torch.tensor(list(self.predict_classes), device=self.device)
+            labels = classes[batch.to(self.device) % len(classes)]
+        else:
+            labels = self.draw_classes(len(batch))
         return self.draw(len(batch), labels), labels

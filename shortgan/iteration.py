@@ -8,6 +8,8 @@ and that is the only thing the ways of running it differ in:
 
 - `EagerUpdates` (here): Lightning's toggled optimizer, `manual_backward` and `optimizer.step()`,
   the code of the DCGAN reference implementation;
+- `PlainUpdates` (here): the same in plain PyTorch, no Lightning: the reference a reader can follow,
+  and the plain side of `benchmarks.lightning_overhead`;
 - `FunctionalUpdates` (shortgan/functional.py): the same objective differentiated with `torch.func`
   and Adam written as tensor maths, so that `torch.compile` can take the whole iteration as one
   graph (one CUDA-graph launch on a GPU).
@@ -47,14 +49,22 @@ class AdversarialRecipe:
     augment: tuple[Augmentation, ...] = ()
     freeze_discriminator: bool = False
     mode_seeking: float = 0.0
+    r1_gamma: float = 0.0
 
     def __post_init__(self) -> None:
         if self.g_steps < 1:
             raise UserError(f"model.g_steps must be at least 1, got {self.g_steps}")
         if self.mode_seeking < 0:
             raise UserError(f"model.mode_seeking must be >= 0 (0 turns it off), got {self.mode_seeking}")
+        if self.r1_gamma < 0:
+            raise UserError(f"model.r1_gamma must be >= 0 (0 turns it off), got {self.r1_gamma}")
         if self.clip_value is not None and self.clip_value <= 0:
             raise UserError(f"model.clip_value must be > 0 (or null to turn clipping off), got {self.clip_value}")
+
+    @property
+    def input_gradient_penalty(self) -> bool:
+        """Whether D's loss holds a gradient of D with respect to its input (WGAN-GP's penalty, R1)."""
+        return not self.freeze_discriminator and (self.loss == "wgan_gp" or self.r1_gamma > 0)
 
     @property
     def bce(self) -> bool:
@@ -130,7 +140,7 @@ def adversarial_iteration(
             images = add_instance_noise(images, noise_std)
         return augment(images, recipe.augment) if recipe.augment else images
 
-    # (1) update D: real (+ noise) → "real", G(z) → "fake".
+    # (1) update D: real (+ noise) → "real", G(z) → "fake"; a gradient penalty if the recipe has one.
     # No graph through G, and said with no_grad rather than only G's frozen parameters: a compiled G
     # is told apart from the G-step graph by grad mode; torch.compile does not always guard
     # parameters' requires_grad (pytorch/pytorch#139476). G's BatchNorm statistics move here too.
@@ -143,9 +153,11 @@ def adversarial_iteration(
         # the two batches, as in the DCGAN reference implementation.
         real_logits, fake_logits = D(real_in, *cond), D(fake_in, *cond)
         loss = recipe.discriminator_loss(real_logits, fake_logits)
+        critic = lambda x: D(x, *cond)
         if recipe.loss == "wgan_gp" and not recipe.freeze_discriminator:
-            critic = lambda x: D(x, *cond)
             loss = loss + recipe.gp_weight * losses.gradient_penalty(critic, real_in, fake_in, updates.input_gradient)
+        if recipe.r1_gamma and not recipe.freeze_discriminator:
+            loss = loss + recipe.r1_gamma * losses.r1_penalty(critic, real_in, updates.input_gradient)
         return loss, (real_logits.detach(), fake_logits.detach())
 
     if recipe.freeze_discriminator:
@@ -161,6 +173,8 @@ def adversarial_iteration(
 
     # (2) update G g_steps times on fresh noise: make D call the fakes real.
     if g_turn:
+        if recipe.mode_seeking and b < 2:
+            raise UserError(f"model.mode_seeking pairs the fakes of a batch, so it needs batches of at least 2 (got {b})")
         g_cond = cond
         if recipe.mode_seeking and labels is not None:
             # Mode seeking pairs fake i with fake i + b//2: each pair is drawn for one class.
@@ -178,8 +192,9 @@ def adversarial_iteration(
 
             curves["g_loss"], _ = updates.minimise("generator", g_objective)
 
-    # (3) the weight average follows G.
-    if average is not None:
+    # (3) the weight average follows G: once per G turn, so ema_decay is the decay per G update
+    # whatever n_critic is (a D-only iteration leaves G, and so its average, as they were).
+    if average is not None and g_turn:
         average.update_parameters(generator)
     return curves
 
@@ -212,3 +227,34 @@ class EagerUpdates:
     def evaluate(self, objective: Objective) -> tuple[torch.Tensor, Any]:
         with torch.no_grad():
             return objective(self.module.generator, self.module.discriminator)
+
+
+class PlainUpdates:
+    """`Updates` in plain PyTorch, as the pytorch/examples DCGAN loop writes them: freeze the other
+    network, `zero_grad`, `backward`, `step`.
+
+    Args:
+        generator, discriminator: the networks.
+        generator_optimizer, discriminator_optimizer: their optimizers.
+    """
+
+    input_gradient = staticmethod(losses.input_gradient)
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, generator_optimizer: torch.optim.Optimizer,
+                 discriminator_optimizer: torch.optim.Optimizer) -> None:  # fmt: skip
+        self.generator, self.discriminator = generator, discriminator
+        self.optimizers = {"generator": generator_optimizer, "discriminator": discriminator_optimizer}
+
+    def minimise(self, network: Network, objective: Objective) -> tuple[torch.Tensor, Any]:
+        other = self.discriminator if network == "generator" else self.generator
+        other.requires_grad_(False)  # the other network's weights take no gradient from this loss
+        loss, aux = objective(self.generator, self.discriminator)
+        self.optimizers[network].zero_grad()
+        loss.backward()
+        self.optimizers[network].step()
+        other.requires_grad_(True)
+        return loss.detach(), aux
+
+    def evaluate(self, objective: Objective) -> tuple[torch.Tensor, Any]:
+        with torch.no_grad():
+            return objective(self.generator, self.discriminator)

@@ -88,6 +88,19 @@ def gradient_penalty(
     return (gradient(critic, mixed).flatten(1).norm(dim=1) - 1).square().mean()
 
 
+def r1_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    gradient: Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor], torch.Tensor] = input_gradient,
+) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): ½·E[‖∇D(x)‖²] on real images, a zero-centred penalty.
+
+    D may not slope around the real data, so it cannot sharpen its boundary around the few modes G
+    covers; G's gradients stay informative elsewhere. `gradient` as in `gradient_penalty`.
+    """
+    return 0.5 * gradient(critic, real).flatten(1).square().sum(1).mean()
+
+
 # ---- hinge (Lim & Ye 2017) ---------------------------------------------------------------------
 
 

@@ -84,7 +84,8 @@ class InstanceNoise:
     Args:
         std: the std at the start (0 turns the noise off).
         fade: fall linearly to 0 over this fraction of the adversarial training's progress (see
-            `adversarial_progress`); None keeps it constant.
+            `adversarial_progress`); above 1 the run ends before it reaches 0 (2: half the std at the
+            end); None keeps it constant.
         epochs: the older, epoch-counted fade: reach 0 after this many adversarial epochs.
     """
 
@@ -97,8 +98,8 @@ class InstanceNoise:
             raise UserError(f"model.instance_noise must be >= 0, got {self.std}")
         if self.epochs is not None and self.epochs < 1:
             raise UserError(f"model.instance_noise_epochs must be at least 1 (or null), got {self.epochs}")
-        if self.fade is not None and not 0 < self.fade <= 1:
-            raise UserError(f"model.instance_noise_fade must be in (0, 1] (or null), got {self.fade}")
+        if self.fade is not None and not self.fade > 0:
+            raise UserError(f"model.instance_noise_fade must be > 0 (or null), got {self.fade}")
         if self.fade is not None and self.epochs is not None:
             raise UserError("model.instance_noise_fade and model.instance_noise_epochs both set: keep one")
 

@@ -48,3 +48,16 @@ def test_epoch_cost_times_each_gap_between_epochs(capsys):
     row = results["as configured"]
     assert row["epochs"] == 2 and 0 < row["median_ms"] <= row["max_ms"]
     assert "| as configured | 2 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_lightning_overhead_runs_a_conditional_dataset_config_and_says_what_ran_on_each_side(tiny_idx_root, capsys):
+    from benchmarks import lightning_overhead
+
+    root = tiny_idx_root("KMNIST")  # 32 training images: one batch of kmnist.yaml's 32 an epoch
+    results = lightning_overhead.main(["--config", "configs/kmnist.yaml", "--data_dir", str(root), "--paths", "eager",
+                                       "--batches", "3", "--warmup", "1", "--repeats", "1"])  # fmt: skip
+    assert results["eager"]["plain"] > 0 and results["eager"]["lightning"] > 0
+    out = capsys.readouterr().out
+    assert "| eager | plain PyTorch |" in out and "adversarial_iteration through PlainUpdates" in out
+    assert "| eager | Lightning |" in out and "compile: off → " in out

@@ -205,7 +205,7 @@ def conditional_run(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("classes", "expected"), [("7", [7] * 12), ("1,4", [1, 4] * 6), (None, list(range(10)) + [0, 1])]
+    ("classes", "expected"), [("7", [7] * 12), ("1,4", [1, 4] * 6), ("all", list(range(10)) + [0, 1]), (None, None)]
 )
 def test_predict_draws_the_classes_asked_for(conditional_run, tmp_path, monkeypatch, classes, expected):
     # What the generator was given (the weight average is a copy of it, so this sees it too), not only labels.pt.
@@ -221,6 +221,9 @@ def test_predict_draws_the_classes_asked_for(conditional_run, tmp_path, monkeypa
     cli_main(["predict", *CONDITIONAL, "--trainer.default_root_dir", str(conditional_run), "--ckpt_path", "last",
               "--data.num_samples", "12", "--samples_dir", str(out), *(["--classes", classes] if classes else [])])  # fmt: skip
     samples, labels = torch.load(out / "samples.pt"), torch.load(out / "labels.pt")
+    if expected is None:  # drawn by the training split's class frequencies (tests/test_variety.py)
+        expected = labels.tolist()
+        assert all(0 <= c < 10 for c in expected)
     assert given == expected
     assert samples.shape == (12, 1, 28, 28) and labels.tolist() == expected
     assert len(list((out / "images").glob("*.png"))) == 12
@@ -368,3 +371,9 @@ def test_mode_seeking_changes_g_s_update():
         model.adversarial_step(random_images(8), True, torch.tensor([1, 2, 3, 4, 1, 2, 3, 4]))
         steps.append(model.generator.to_pixels.weight.detach().clone())
     assert not torch.allclose(steps[0], steps[1])
+
+
+def test_mode_seeking_with_a_batch_of_one_is_one_clear_error():
+    model = attached(conditional_gan(g_steps=1, mode_seeking=1.0))
+    with pytest.raises(UserError, match="mode_seeking pairs the fakes of a batch, so it needs batches of at least 2"):
+        model.adversarial_step(random_images(1), True, torch.zeros(1, dtype=torch.long))

@@ -245,12 +245,30 @@ def test_scheduler_is_stepped_once_per_adversarial_epoch():
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.25)
 
 
-def test_ema_generator_averages_weights_and_draws_the_samples(tmp_path):
-    model = small_gan(ema_decay=0.5, g_steps=1)
-    trainer = fit(model, torch.rand(16, 1, 28, 28) * 2 - 1, batches=3, default_root_dir=tmp_path)
+class GeneratorSnapshots(L.Callback):
+    """G's parameters after every training batch."""
+
+    def __init__(self) -> None:
+        self.states: list[list[torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, module, *args) -> None:
+        self.states.append([p.detach().clone() for p in module.generator.parameters()])
+
+
+@pytest.mark.parametrize("n_critic", [1, 2])
+def test_ema_generator_averages_weights_once_per_g_update_and_draws_the_samples(tmp_path, n_critic):
+    model = small_gan(ema_decay=0.5, g_steps=1, n_critic=n_critic)
+    snapshots = GeneratorSnapshots()
+    trainer = fit(model, torch.rand(16, 1, 28, 28) * 2 - 1, batches=4, default_root_dir=tmp_path, callbacks=[snapshots])
+    # The average of G after each G update (every n_critic-th batch): a copy first, then halfway each time.
+    updates = snapshots.states[n_critic - 1 :: n_critic]
+    expected = [t.clone() for t in updates[0]]
+    for state in updates[1:]:
+        expected = [0.5 * e + 0.5 * t for e, t in zip(expected, state)]
+    assert int(model.generator_ema.n_averaged) == len(updates) == 4 // n_critic
+    for e, a in zip(expected, model.generator_ema.module.parameters(), strict=True):
+        torch.testing.assert_close(a, e)
     live, averaged = model.generator.state_dict(), model.generator_ema.module.state_dict()
-    assert int(model.generator_ema.n_averaged) == 3
-    assert any(not torch.equal(live[k], averaged[k]) for k in live if live[k].is_floating_point())
     z = torch.randn(4, 128)
     torch.testing.assert_close(model.sample(z), model.generator_ema.module.eval()(z))
     path = tmp_path / "gan.ckpt"

@@ -20,7 +20,7 @@ from shortgan.cli import cli_main
 from shortgan.data import InMemoryImages, _batch_as_is
 from shortgan.functional import AdamMaths, FunctionalIteration
 from shortgan.gan import GAN
-from shortgan.iteration import AdversarialRecipe
+from shortgan.iteration import AdversarialRecipe, PlainUpdates, adversarial_iteration
 from shortgan.networks import ShortGANDiscriminator, ShortGANGenerator
 from shortgan.safety import RNGState
 
@@ -33,10 +33,10 @@ ADAM = partial(torch.optim.Adam, lr=4e-4, betas=(0.5, 0.999), eps=1e-6, fused=Tr
 TOLERANCE = 1e-5
 
 
-def gan(num_classes: int = 0, minibatch_std_by_class: bool = False, **kwargs) -> GAN:
+def gan(num_classes: int = 0, minibatch_std_by_class: bool = False, class_batchnorm: bool = False, **kwargs) -> GAN:
     kwargs = {"generator_optimizer": ADAM, "discriminator_optimizer": ADAM, "pretrain_epochs": 1, "ema_decay": 0.9,
               "classifier_checkpoint": None, "compile": "off", **kwargs}  # fmt: skip
-    return GAN(ShortGANGenerator(channels=4, num_classes=num_classes),
+    return GAN(ShortGANGenerator(channels=4, num_classes=num_classes, class_batchnorm=class_batchnorm),
                ShortGANDiscriminator(channels=8, num_layers=3, num_classes=num_classes,
                                      minibatch_std_by_class=minibatch_std_by_class), **kwargs)  # fmt: skip
 
@@ -105,6 +105,8 @@ VARIANTS = {
     "conditional": {"num_classes": 10},
     "mode-seeking": {"mode_seeking": 1.0, "num_classes": 10},
     "class-spread": {"num_classes": 10, "minibatch_std_by_class": True},
+    "r1": {"num_classes": 10, "minibatch_std_by_class": True, "r1_gamma": 1.0},
+    "class-batchnorm": {"num_classes": 10, "class_batchnorm": True},
 }
 
 
@@ -235,40 +237,72 @@ def test_where_the_functional_iteration_cannot_serve_the_eager_step_runs_and_say
     assert any(not torch.equal(v, model.generator.state_dict()[k]) for k, v in before.items())  # it trained
 
 
-def test_adam_maths_is_torch_s_adam_and_adamw():
+ADAM_FORMS = {
+    "adam-fused": partial(torch.optim.Adam, fused=True),
+    "adam-l2-decay": partial(torch.optim.Adam, weight_decay=0.1),
+    "adamw": partial(torch.optim.AdamW, weight_decay=0.1),
+    "adam-decoupled-weight-decay": partial(torch.optim.Adam, weight_decay=0.1, decoupled_weight_decay=True),
+}
+
+
+@pytest.mark.parametrize("optimizer", ADAM_FORMS.values(), ids=ADAM_FORMS.keys())
+def test_adam_maths_is_torch_s_adam_in_every_form_with_a_changing_learning_rate(optimizer):
     torch.manual_seed(0)
-    for optimizer in (partial(torch.optim.Adam, fused=True), partial(torch.optim.Adam, weight_decay=0.01),
-                      partial(torch.optim.AdamW, weight_decay=0.01)):  # fmt: skip
-        net = torch.nn.Linear(20, 10)
-        ours_net = copy.deepcopy(net)
-        theirs = optimizer(net.parameters(), lr=1e-2, betas=(0.5, 0.999))
-        ours = AdamMaths(optimizer(ours_net.parameters(), lr=1e-2, betas=(0.5, 0.999)), dict(ours_net.named_parameters()))
-        ours.init_state()
-        for _ in range(5):
-            grads = {k: torch.randn_like(p) for k, p in net.named_parameters()}
-            for name, p in net.named_parameters():
-                p.grad = grads[name].clone()
-            theirs.step()
-            ours.step(grads)
-        for a, b in zip(net.parameters(), ours_net.parameters()):
-            assert torch.allclose(a, b, atol=1e-6)
-            assert int(theirs.state[a]["step"]) == int(ours.optimizer.state[b]["step"]) == 5
+    net = torch.nn.Linear(20, 10)
+    ours_net = copy.deepcopy(net)
+    theirs = optimizer(net.parameters(), lr=1e-2, betas=(0.5, 0.999))
+    ours = AdamMaths(optimizer(ours_net.parameters(), lr=1e-2, betas=(0.5, 0.999)), dict(ours_net.named_parameters()))
+    ours.init_state()
+    for i in range(5):
+        for opt in (theirs, ours.optimizer):  # as a scheduler would change it
+            opt.param_groups[0]["lr"] = 1e-2 * (5 - i)
+        ours.sync_lr()
+        grads = {k: torch.randn_like(p) for k, p in net.named_parameters()}
+        for name, p in net.named_parameters():
+            p.grad = grads[name].clone()
+        theirs.step()
+        ours.step(grads)
+    for a, b in zip(net.parameters(), ours_net.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        assert int(theirs.state[a]["step"]) == int(ours.optimizer.state[b]["step"]) == 5
 
 
-def test_a_replaced_optimizer_state_is_the_one_updated():
-    # A divergence rollback loads optimizer states from a checkpoint: new tensors, which must be used.
+def test_a_scheduler_on_the_functional_path_sees_the_optimizer_step():
+    import warnings
+
     model = gan(pretrain_epochs=0)
     opt_g, opt_d = (torch.optim.Adam(net.parameters()) for net in (model.generator, model.discriminator))
     iteration = FunctionalIteration(model.generator, model.discriminator, opt_g, opt_d, AdversarialRecipe(),
                                     compile_backend=None)  # fmt: skip
+    schedulers = [torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5) for opt in (opt_g, opt_d)]
     iteration(IMAGES[:8], 0.1)
-    saved = copy.deepcopy(opt_d.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
+        for scheduler in schedulers:
+            scheduler.step()
+    assert opt_g.param_groups[0]["lr"] == 0.5e-3
+
+
+def test_a_replaced_optimizer_state_is_prepared_again_and_updated():
+    # A divergence rollback loads optimizer states from a checkpoint: new tensors, which must be brought
+    # into the iteration's form (step on the device, static addresses for CUDA graphs) and used.
+    model = gan(pretrain_epochs=0)
+    opt_g, opt_d = (torch.optim.Adam(net.parameters()) for net in (model.generator, model.discriminator))
+    iteration = FunctionalIteration(model.generator, model.discriminator, opt_g, opt_d, AdversarialRecipe(),
+                                    compile_backend=None)  # fmt: skip
+    prepared, prepare = [], iteration.prepare
+    iteration.prepare = lambda: prepared.append(True) or prepare()
     iteration(IMAGES[:8], 0.1)
-    opt_d.load_state_dict(saved)
+    saved = [copy.deepcopy(opt.state_dict()) for opt in (opt_g, opt_d)]
+    iteration(IMAGES[:8], 0.1)
+    assert len(prepared) == 1
+    for opt, state in zip((opt_g, opt_d), saved):
+        opt.load_state_dict(state)
     opt_d.param_groups[0]["lr"] = 0.0  # as a rollback scales the learning rate
     before = [p.clone() for p in model.discriminator.parameters()]
     iteration(IMAGES[:8], 0.1)
-    assert all(int(s["step"]) == 2 for s in opt_d.state.values())
+    assert len(prepared) == 2
+    assert all(int(s["step"]) == 2 for opt in (opt_g, opt_d) for s in opt.state.values())
     assert all(torch.equal(a, b) for a, b in zip(before, model.discriminator.parameters()))
 
 
@@ -348,3 +382,30 @@ def test_a_compiled_run_killed_in_adversarial_training_resumes_from_an_adversari
     cli = cli_main(["fit", *args, "--trainer.max_epochs", str(saved["epoch"] + 3), "--ckpt_path", "last"])
     assert cli.model.iteration is not None  # resumed on the compiled path
     assert cli.trainer.global_step == saved["global_step"] + 10 * 3 * 2
+
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"num_classes": 10, "minibatch_std_by_class": True}], ids=["default", "conditional"])
+def test_the_plain_pytorch_reference_computes_what_the_lightning_step_does(kwargs):
+    # PlainUpdates (zero_grad, backward, step, no Lightning) is the reference the overhead benchmark
+    # times: from the same weights, fresh optimizers and random state, its iterations must leave what
+    # the GAN's own eager step leaves.
+    model = gan(pretrain_epochs=0, **kwargs)
+    trainer(1, limit_train_batches=0).fit(model, loader())  # attaches the optimizers; no step yet
+    assert all(not opt.optimizer.state for opt in model.optimizers()[:2])
+    g, d = copy.deepcopy(model.generator), copy.deepcopy(model.discriminator)
+    plain = PlainUpdates(g, d, ADAM(g.parameters()), ADAM(d.parameters()))
+    average = copy.deepcopy(model.generator_ema)
+    std = model.instance_noise_std()
+    for i in range(3):
+        real, labels = IMAGES[8 * i : 8 * i + 8], LABELS[8 * i : 8 * i + 8] if model.num_classes else None
+        rng = torch.get_rng_state()
+        plain_curves = adversarial_iteration(g, d, plain, model.recipe, real, labels, std, True, average)
+        torch.set_rng_state(rng)
+        curves = model.adversarial_step(real, True, labels)
+        for name, value in curves.items():
+            torch.testing.assert_close(plain_curves[name], value, atol=TOLERANCE, rtol=TOLERANCE)
+    ours = (*g.parameters(), *d.parameters(), *average.parameters())
+    theirs = (*model.generator.parameters(), *model.discriminator.parameters(), *model.generator_ema.parameters())
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, atol=TOLERANCE, rtol=TOLERANCE)

@@ -8,7 +8,7 @@ import torch
 from shortgan.errors import UserError
 from shortgan.gan import GAN
 from shortgan.networks import ShortGANDiscriminator, ShortGANGenerator
-from shortgan.rejection import rejection_sample
+from shortgan.rejection import CALIBRATION_SAMPLES, calibrate, rejection_sample
 
 
 def uniform(k: int, y: torch.Tensor | None) -> torch.Tensor:
@@ -23,9 +23,14 @@ def log_ratio(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
     return torch.log(2 * u.clamp(min=1e-6))
 
 
+def cutoff(quantile: float, labels: torch.Tensor | None = None) -> torch.Tensor:
+    y = None if labels is None else labels.repeat(-(-CALIBRATION_SAMPLES // len(labels)))[:CALIBRATION_SAMPLES]
+    return calibrate(log_ratio(uniform(CALIBRATION_SAMPLES, y), y), quantile)
+
+
 def test_the_papers_rule_turns_the_generators_samples_into_the_datas():
     torch.manual_seed(0)
-    kept, stats = rejection_sample(uniform, log_ratio, 4000, quantile=1.0)
+    kept, stats = rejection_sample(uniform, log_ratio, 4000, cutoff(1.0))
     # Uniform samples have mean 1/2; kept with probability ∝ u they follow 2u, whose mean is 2/3.
     assert kept.mean().item() == pytest.approx(2 / 3, abs=0.015)
     assert stats["unfilled"] == 0 and stats["acceptance"] == pytest.approx(0.5, abs=0.05)
@@ -33,7 +38,7 @@ def test_the_papers_rule_turns_the_generators_samples_into_the_datas():
 
 def test_a_lower_quantile_keeps_more():
     torch.manual_seed(0)
-    kept, stats = rejection_sample(uniform, log_ratio, 4000, quantile=0.5)
+    kept, stats = rejection_sample(uniform, log_ratio, 4000, cutoff(0.5))
     # Everything above the median (u > 1/2) is kept; below it, u / (1/2) of the time.
     assert stats["acceptance"] == pytest.approx(0.75, abs=0.05)
     assert 0.5 < kept.mean().item() < 2 / 3 - 0.03
@@ -42,7 +47,7 @@ def test_a_lower_quantile_keeps_more():
 def test_every_slot_keeps_its_class():
     torch.manual_seed(0)
     labels = torch.tensor([3, 0, 7, 7, 1] * 40)
-    kept, _ = rejection_sample(uniform, log_ratio, len(labels), quantile=1.0, labels=labels)
+    kept, _ = rejection_sample(uniform, log_ratio, len(labels), cutoff(1.0, labels), labels=labels)
     assert torch.equal(kept[:, 0].floor().long(), labels)
     assert (kept[:, 0] - labels).mean().item() == pytest.approx(2 / 3, abs=0.05)
 
@@ -50,13 +55,18 @@ def test_every_slot_keeps_its_class():
 def test_a_discriminator_that_rejects_everything_still_returns_n_samples():
     calls = []
 
-    def hopeless(x, y):  # rates the calibration fakes 0, and every later candidate far below them
+    def hopeless(x, y):  # rates every candidate far below the cut-off
         calls.append(len(x))
-        return torch.full((len(x),), 0.0 if len(calls) == 1 else -1e4)
+        return torch.full((len(x),), -1e4)
 
-    kept, stats = rejection_sample(uniform, hopeless, 10, quantile=1.0)
+    kept, stats = rejection_sample(uniform, hopeless, 10, torch.tensor(0.0))
     assert kept.shape == (10, 1) and stats["unfilled"] == 10 and stats["acceptance"] == 0
-    assert len(calls) == 1 + 50  # the calibration, then every round
+    assert len(calls) == 50  # every round
+
+
+def test_no_samples_asked_is_no_samples():
+    kept, stats = rejection_sample(uniform, log_ratio, 0, torch.tensor(0.0))
+    assert kept.shape == (0, 1) and stats["unfilled"] == 0
 
 
 def tiny_gan(**kwargs) -> GAN:
@@ -79,14 +89,62 @@ def test_the_option_makes_draw_keep_what_d_rates_highly():
     assert choosy.discriminator.training  # and was put back
 
 
+def brightness_judged(model: GAN, calls: list | None = None) -> GAN:
+    """`model` with a stand-in D that rates an image by its mean brightness, steeply (means differ by ~1e-4),
+    recording the classes it is given."""
+    model.discriminator.forward = lambda x, y=None: (calls.append(y if y is not None else x) if calls is not None
+                                                     else None) or 1e5 * x.flatten(1).mean(1)  # fmt: skip
+    return model
+
+
 def test_predict_draws_through_rejection():
     torch.manual_seed(0)
-    model = tiny_gan(rejection_quantile=0.5)
+    plain = tiny_gan()
+    choosy = brightness_judged(tiny_gan(rejection_quantile=0.5))
+    choosy.load_state_dict(plain.state_dict())
+    median = plain.draw(2000).flatten(1).mean(1).median()
+    images = choosy.predict_step(torch.arange(300), 0)
+    assert images.shape == (300, 1, 28, 28)
+    assert (images.flatten(1).mean(1) > median).float().mean() > 0.9  # what D rated highly, not plain samples
+
+
+def test_a_conditional_model_keeps_every_requested_class_and_calibrates_on_its_class_mix():
+    torch.manual_seed(0)
+    model = GAN(ShortGANGenerator(channels=4, num_classes=10), ShortGANDiscriminator(channels=8, num_classes=10),
+                classifier_checkpoint=None, rejection_quantile=0.5)  # fmt: skip
+    with torch.no_grad():
+        model.class_frequencies.zero_()
+        model.class_frequencies[[2, 6]] = 0.5
     calls = []
-    original = model.discriminator.forward
-    model.discriminator.forward = lambda x, y=None: calls.append(len(x)) or original(x)
-    images = model.predict_step(torch.arange(16), 0)
-    assert images.shape == (16, 1, 28, 28) and calls  # D scored the candidates
+    brightness_judged(model, calls)
+    asked = torch.tensor([1, 1, 9, 4] * 10)
+    given = []
+    forward = model.generator.forward
+    model.generator.forward = lambda z, y: given.append(y) or forward(z, y)
+    model.draw(len(asked), asked)
+    assert set(calls[0].tolist()) == {2, 6} and len(calls[0]) == CALIBRATION_SAMPLES  # the calibration's classes
+    # Every later candidate was drawn, and scored, for its slot's class.
+    assert all(set(y.tolist()) <= {1, 4, 9} for y in given[1:]) and all(torch.equal(a, b) for a, b in zip(given[1:], calls[1:]))
+
+
+def test_the_cut_off_is_calibrated_once_per_state_of_the_networks():
+    model = brightness_judged(tiny_gan(rejection_quantile=0.9), calls := [])
+    first = model.draw(64, generator=torch.Generator().manual_seed(1))
+    sizes = [len(x) for x in calls]
+    calls.clear()
+    again = model.draw(64, generator=torch.Generator().manual_seed(1))
+    assert CALIBRATION_SAMPLES in sizes and CALIBRATION_SAMPLES not in [len(x) for x in calls]
+    assert torch.equal(first, again)  # the same cut-off and noise: the same samples
+    model._rejection_cutoff = (model._rejection_cutoff[0] - 1, model._rejection_cutoff[1])  # as after a step
+    calls.clear()
+    model.draw(8)
+    assert len(calls[0]) == CALIBRATION_SAMPLES
+
+
+@pytest.mark.parametrize("loss", ["hinge", "wgan_gp", "lsgan"])
+def test_rejection_is_refused_where_d_s_logits_are_not_log_density_ratios(loss):
+    with pytest.raises(UserError, match="only a D trained with loss bce or minimax"):
+        tiny_gan(rejection_quantile=0.9, loss=loss)
 
 
 @pytest.mark.parametrize("quantile", [-0.1, 1.5, math.nan])
@@ -109,7 +167,7 @@ def test_the_metrics_and_the_comparison_judge_what_the_model_draws():
 
     model._evaluate, model._eval_left, model._eval_rng = True, 4, torch.Generator().manual_seed(0)
     judged = []
-    model.quality = SimpleNamespace(update=lambda real, fake, labels: judged.append(fake))
+    model.quality = SimpleNamespace(update=lambda real, fake, *labels: judged.append(fake))
     model._evaluation_step((torch.zeros(6, 1, 28, 28), torch.zeros(6, dtype=torch.long)))
     assert drawn == [(4, model._eval_rng)] and judged[0].shape == (4, 1, 28, 28)
 

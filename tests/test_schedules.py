@@ -72,7 +72,7 @@ def test_noise_and_learning_rate_schedules_end_with_the_run_however_it_is_bounde
 def test_the_epoch_counted_fade_keeps_its_meaning_and_the_two_forms_exclude_each_other():
     with pytest.raises(UserError, match="instance_noise_fade and model.instance_noise_epochs"):
         small_gan(instance_noise_fade=1.0, instance_noise_epochs=10)
-    with pytest.raises(UserError, match="instance_noise_fade must be in"):
+    with pytest.raises(UserError, match="instance_noise_fade must be > 0"):
         small_gan(instance_noise_fade=0.0)
 
 

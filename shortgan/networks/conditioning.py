@@ -1,8 +1,10 @@
-"""What class-conditional networks share: checking that they were given one class per sample."""
+"""What class-conditional networks share: checking that they were given one class per sample, and
+class-conditional BatchNorm."""
 
 from typing import Optional
 
 import torch
+from torch import nn
 
 
 def class_labels(y: Optional[torch.Tensor], batch: int) -> torch.Tensor:
@@ -11,3 +13,26 @@ def class_labels(y: Optional[torch.Tensor], batch: int) -> torch.Tensor:
         got = None if y is None else tuple(y.shape)
         raise ValueError(f"a class-conditional network needs one class label per sample, (B,) = ({batch},); got {got}")
     return y
+
+
+class ClassBatchNorm2d(nn.Module):
+    """BatchNorm2d whose scale and shift are learned per class (conditional BatchNorm, as in the
+    projection-discriminator and BigGAN generators): the class shapes every feature map it follows,
+    not only the layer where it enters. Starts as plain BatchNorm (scale 1, shift 0 for every class).
+
+    Args:
+        num_features: channels normalised.
+        num_classes: classes, each with its own scale and shift.
+    """
+
+    def __init__(self, num_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(num_features, affine=False)
+        self.class_scale = nn.Embedding(num_classes, num_features)
+        self.class_shift = nn.Embedding(num_classes, num_features)
+        nn.init.ones_(self.class_scale.weight)
+        nn.init.zeros_(self.class_shift.weight)
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.class_scale(y)[:, :, None, None], self.class_shift(y)[:, :, None, None]  # (B, C, 1, 1)
+        return self.norm(h) * scale + shift

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from shortgan.networks.conditioning import class_labels
+from shortgan.networks.conditioning import ClassBatchNorm2d, class_labels
 
 
 def _maybe_sn(layer: nn.Module, enabled: bool) -> nn.Module:
@@ -30,6 +30,9 @@ class ShortGANGenerator(nn.Module):
         num_classes: 0 for an unconditional generator; else it also takes a class label per sample,
             `forward(z, y)`, as a learned vector added to the first Linear layer's output (what
             concatenating a one-hot class to z does), so the whole 16×16 map depends on the class.
+        class_batchnorm: a conditional generator's BatchNorm layers scale and shift each class's
+            feature maps with parameters of their own (`ClassBatchNorm2d`), so the class enters at
+            every block, not only through the first layer.
     """
 
     def __init__(
@@ -42,10 +45,13 @@ class ShortGANGenerator(nn.Module):
         image_shape: tuple[int, int, int] = (1, 28, 28),
         spectral_norm: bool = False,
         num_classes: int = 0,
+        class_batchnorm: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0: unconditional), got {num_classes}")
+        if class_batchnorm and not num_classes:
+            raise ValueError("class_batchnorm needs a conditional generator (num_classes > 0)")
         side = math.isqrt(hidden_dim)
         if side * side != hidden_dim:
             raise ValueError(f"hidden_dim must be a perfect square (e.g. 256 → 16×16), got {hidden_dim}")
@@ -58,33 +64,41 @@ class ShortGANGenerator(nn.Module):
         self.class_bias = nn.Embedding(num_classes, hidden_dim) if num_classes else None
         if self.class_bias is not None:
             nn.init.zeros_(self.class_bias.weight)  # starts as the unconditional G: the class is learnt
+
+        def norm(c: int) -> nn.Module:
+            return ClassBatchNorm2d(c, num_classes) if class_batchnorm else nn.BatchNorm2d(c)
+
         blocks = []
         for i in range(num_conv_blocks):
             # No conv bias: BatchNorm's shift makes it redundant.
-            blocks += [
-                nn.Conv2d(1 if i == 0 else channels, channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(channels),
-                nn.ReLU(inplace=True),
-            ]
+            blocks += [nn.Conv2d(1 if i == 0 else channels, channels, 3, padding=1, bias=False), norm(channels),
+                       nn.ReLU(inplace=True)]  # fmt: skip
         self.convs = nn.Sequential(*blocks)
         conv_out = channels if num_conv_blocks else 1
         self.upsample = nn.Sequential(
             nn.ConvTranspose2d(conv_out, up_channels, 4, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(up_channels),
+            norm(up_channels),
             nn.ReLU(inplace=True),
         )
         self.to_pixels = _maybe_sn(nn.Linear(up_channels * (2 * side) ** 2, math.prod(self.image_shape)), spectral_norm)
 
     def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         b = z.size(0)
+        y = class_labels(y, b) if self.num_classes else None  # the class of each sample
         h = self.project(z)  # (B, 256)
         if self.class_bias is not None:
-            h = h + self.class_bias(class_labels(y, b))  # the class of each sample
+            h = h + self.class_bias(y)
         h = torch.relu(h).view(b, 1, self.side, self.side)  # (B, 1, 16, 16)
-        h = self.convs(h)  # (B, C, 16, 16)
-        h = self.upsample(h)  # (B, C_up, 32, 32)
+        h = self._run(self.convs, h, y)  # (B, C, 16, 16)
+        h = self._run(self.upsample, h, y)  # (B, C_up, 32, 32)
         x = torch.tanh(self.to_pixels(h.flatten(1)))  # (B, C*H*W) in [-1, 1]
         return x.view(b, *self.image_shape)
+
+    @staticmethod
+    def _run(layers: nn.Sequential, h: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
+        for layer in layers:  # class-conditional BatchNorm takes the classes too
+            h = layer(h, y) if isinstance(layer, ClassBatchNorm2d) else layer(h)
+        return h
 
 
 class MinibatchStdDev(nn.Module):
