@@ -263,7 +263,9 @@ def test_adam_maths_is_torch_s_adam_in_every_form_with_a_changing_learning_rate(
         theirs.step()
         ours.step(grads)
     for a, b in zip(net.parameters(), ours_net.parameters()):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        # float32 rounding at learning rates up to 5e-2 reaches ~1e-6; L2 instead of decoupled decay
+        # (or the reverse) moves weights by ~lr·weight_decay·|w| ≈ 1e-3, far above this.
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
         assert int(theirs.state[a]["step"]) == int(ours.optimizer.state[b]["step"]) == 5
 
 
@@ -302,7 +304,9 @@ def test_a_replaced_optimizer_state_is_prepared_again_and_updated():
     before = [p.clone() for p in model.discriminator.parameters()]
     iteration(IMAGES[:8], 0.1)
     assert len(prepared) == 2
-    assert all(int(s["step"]) == 2 for opt in (opt_g, opt_d) for s in opt.state.values())
+    # From the saved states (after one iteration), one more: 2 D steps, 2 × g_steps G steps.
+    assert all(int(s["step"]) == 2 for s in opt_d.state.values())
+    assert all(int(s["step"]) == 2 * AdversarialRecipe().g_steps for s in opt_g.state.values())
     assert all(torch.equal(a, b) for a, b in zip(before, model.discriminator.parameters()))
 
 
