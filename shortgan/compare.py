@@ -4,7 +4,8 @@
         --seconds 300 --classifier classifier.ckpt --out comparison/
 
 Each recipe trains until it has spent `--seconds` of training time (evaluation time excluded) and is
-evaluated at `--points` evenly spaced times (and at 0 s) with a digit classifier: Fréchet distance of
+evaluated at `--points` evenly spaced times (and at 0 s) — or, with `--full_length`, for its config's
+own `trainer.max_epochs`, evaluated at `--points` evenly spaced epochs — with a digit classifier: Fréchet distance of
 its features (classifier FID), precision/recall, class coverage, class KL and classifier score, on
 `--num_samples` generated images against a reference split of the dataset (`--reference`: the test
 split, or the larger training split). The other split's real images, scored the same way against the
@@ -85,7 +86,9 @@ def scored(
 
 
 class TimedEvaluation(L.Callback):
-    """Stops training after `seconds` of training time and evaluates G at `points` evenly spaced times.
+    """Stops training after `seconds` of training time and evaluates G at `points` evenly spaced times;
+    with `seconds` None, leaves the run its own length (`trainer.max_epochs`) and evaluates G at `points`
+    evenly spaced epochs.
 
     The clock excludes the evaluations themselves, so every recipe gets the same training time.
 
@@ -93,8 +96,8 @@ class TimedEvaluation(L.Callback):
         classifier: judges the images.
         real_images: reference images in [-1, 1].
         real_labels: their classes (a conditional generator's metrics judge classes too).
-        seconds: training-time budget.
-        points: evaluations after 0 s (the last at `seconds`).
+        seconds: training-time budget; None: the run's own epochs.
+        points: evaluations after 0 s (the last at the end of training).
         num_samples: generated images per evaluation; a conditional generator draws their classes by
             its training split's class frequencies (`draw_classes`).
         seed: seed of the evaluation noise and classes (the same at every point).
@@ -102,27 +105,34 @@ class TimedEvaluation(L.Callback):
     """
 
     def __init__(
-        self, classifier: DigitClassifier, real_images: torch.Tensor, seconds: float, points: int = 5,
+        self, classifier: DigitClassifier, real_images: torch.Tensor, seconds: Optional[float], points: int = 5,
         num_samples: int = 1000, seed: int = 0, real_labels: Optional[torch.Tensor] = None,
         same_size: Optional[int] = None,
     ) -> None:  # fmt: skip
         self.classifier, self.real_images, self.real_labels = classifier, real_images, real_labels
         self.seconds, self.num_samples, self.seed = seconds, num_samples, seed
         self.same_size = same_size or num_samples
-        self.times = [seconds * (i + 1) / points for i in range(points)]
+        self.points = points
+        self.times = [seconds * (i + 1) / points for i in range(points)] if seconds is not None else []
+        self.epochs: list[int] = []  # with seconds None: the epochs after which to evaluate
         self.rows: list[dict] = []
 
     def training_seconds(self) -> float:
         return time.perf_counter() - self.start - self.paused
 
-    def training_clock(self) -> tuple[float, float]:
-        """(seconds trained, the budget): the GAN's progress-keyed schedules end with the budget."""
-        return self.training_seconds(), self.seconds
+    def training_clock(self) -> Optional[tuple[float, float]]:
+        """(seconds trained, the budget): the GAN's progress-keyed schedules end with the budget (None
+        for a run of its own length: they end with its epochs)."""
+        return None if self.seconds is None else (self.training_seconds(), self.seconds)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.classifier.to(pl_module.device)
         self.real = judge(self.classifier, self.real_images.to(pl_module.device))
         self.start, self.paused, self.batches = time.perf_counter(), 0.0, 0
+        if self.seconds is None:
+            if trainer.max_epochs is None or trainer.max_epochs < 1:
+                raise UserError("--full_length: the config must set trainer.max_epochs")
+            self.epochs = sorted({round(trainer.max_epochs * (i + 1) / self.points) for i in range(self.points)})
         self.evaluate(trainer, pl_module, 0.0)
         self.start, self.paused = time.perf_counter(), 0.0
 
@@ -137,8 +147,15 @@ class TimedEvaluation(L.Callback):
             began = time.perf_counter()
             self.evaluate(trainer, pl_module, seconds)
             self.paused += time.perf_counter() - began
-        if seconds >= self.seconds:
+        if self.seconds is not None and seconds >= self.seconds:
             trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.epochs and trainer.current_epoch + 1 >= self.epochs[0]:
+            self.epochs = [e for e in self.epochs if e > trainer.current_epoch + 1]
+            began = time.perf_counter()
+            self.evaluate(trainer, pl_module, self.training_seconds())
+            self.paused += time.perf_counter() - began
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, seconds: float) -> None:
         seeded = torch.Generator(device=pl_module.device).manual_seed(self.seed)
@@ -162,12 +179,12 @@ def train_recipe(
     accelerator: str,
     data_dir: str = "data",
 ) -> L.LightningModule:
-    """Fit one config (several YAMLs joined by `+` are given in turn) under the evaluation's clock;
-    returns the trained model."""
+    """Fit one config (several YAMLs joined by `+` are given in turn) under the evaluation's clock
+    (for its own `max_epochs` if the evaluation has no time budget); returns the trained model."""
+    unbounded = ["--trainer.max_epochs", "-1"] if evaluation.seconds is not None else []
     args = [
         "fit", *(a for part in config.split("+") for a in ("--config", part)), "--run_name", name, "--data.init_args.dataset", dataset,
-        "--data.init_args.data_dir", data_dir,
-        "--trainer.max_epochs", "-1", "--trainer.default_root_dir", str(out / "runs"),
+        "--data.init_args.data_dir", data_dir, *unbounded, "--trainer.default_root_dir", str(out / "runs"),
         "--trainer.accelerator", accelerator, "--trainer.enable_progress_bar", "false",
         # The comparison judges every recipe itself, off the clock; the runs' own metrics would be on it.
         "--model.init_args.classifier_checkpoint", "null",
@@ -255,11 +272,12 @@ Reference = Literal["test", "train"]
 
 
 def compare(
-    configs: list[str], seconds: float, classifier: str, out: Path, dataset: DatasetName = "mnist_sample",
+    configs: list[str], seconds: Optional[float], classifier: str, out: Path, dataset: DatasetName = "mnist_sample",
     data_dir: str = "data", points: int = 5, num_samples: int = 1000, accelerator: str = "auto", command: str = "",
     reference: Reference = "test",
 ) -> dict[str, dict]:  # fmt: skip
-    """Train and evaluate every config against the `reference` split; write the report into `out`;
+    """Train and evaluate every config against the `reference` split (for `seconds` of training, or for
+    the config's own epochs if None); write the report into `out`;
     return the results ("__reference__" holds the instrument: its sizes and the real-vs-real value)."""
     judge_net = load_classifier(classifier, "--classifier")
     data = ImageDataModule(dataset, data_dir)
@@ -302,6 +320,9 @@ def main(args: Optional[list[str]] = None) -> None:
                         help="Recipe YAMLs to train; a+b.yaml gives several in turn, e.g. "
                              "configs/kmnist.yaml+configs/unconditional.yaml.")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=300.0, help="Training seconds per recipe.")
+    parser.add_argument("--full_length", type=bool, default=False,
+                        help="Train each config for its own trainer.max_epochs instead of --seconds, evaluating "
+                             "at --points evenly spaced epochs.")  # fmt: skip
     parser.add_argument("--classifier", type=str, required=True,
                         help="DigitClassifier state_dict, or a checkpoint with `network.` weights.")  # fmt: skip
     parser.add_argument("--out", type=str, default="comparison", help="Folder for the report.")
@@ -324,7 +345,7 @@ def main(args: Optional[list[str]] = None) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     with exit_on_user_error():
-        compare(cfg.configs, cfg.seconds, cfg.classifier, Path(cfg.out), cfg.dataset, cfg.data_dir, cfg.points,
+        compare(cfg.configs, None if cfg.full_length else cfg.seconds, cfg.classifier, Path(cfg.out), cfg.dataset, cfg.data_dir, cfg.points,
                 cfg.num_samples, cfg.accelerator, command, cfg.reference)  # fmt: skip
     print(Path(cfg.out) / "comparison.md")
 

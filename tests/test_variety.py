@@ -189,3 +189,15 @@ def test_compare_reports_the_real_vs_real_value_beside_the_samples(digit_classif
     table = (tmp_path / "comparison.md").read_text()
     assert "Reference: 4000 real images (train split); 1500 samples" in table
     assert f"| real vs real | {reference['real_vs_real']['fid']:.2f} |" in table
+
+
+@pytest.mark.slow
+def test_compare_full_length_trains_each_config_for_its_own_epochs(digit_classifier, tmp_path):  # noqa: F811
+    short = tmp_path / "short.yaml"
+    short.write_text("trainer: {max_epochs: 4, limit_train_batches: 3}\n")
+    main(["--configs", f"configs/mlp_gan.yaml+{short}", "--full_length", "true", "--points", "2",
+          "--num_samples", "100", "--classifier", str(digit_classifier), "--out", str(tmp_path / "out"),
+          "--accelerator", "cpu"])  # fmt: skip
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["mlp_gan+short"]["rows"]
+    # At 0, after epoch 2 of 4 and at the end: the run's own 4 epochs of 3 batches, no time budget.
+    assert [(r["epoch"], r["batches"]) for r in rows] == [(0, 0), (1, 6), (3, 12)]
