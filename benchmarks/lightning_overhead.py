@@ -36,20 +36,20 @@ def plain_loop(model, loader, batches: int, warmup: int, path: str) -> tuple[flo
     # The config's own optimizer factories and weight average, as the Lightning run uses them.
     opt_g, opt_d = model.factories["g"](g.parameters()), model.factories["d"](d.parameters())
     ema = ExponentialMovingAverage(g, model.hparams.ema_decay) if model.generator_ema is not None else None
-    std = model.noise.at(0.0, 0)  # the run has no end, so the noise schedule stays at its start
     if path == "compiled":
         iteration = FunctionalIteration(g, d, opt_g, opt_d, model.recipe, ema, "default", "inductor")
-        step = lambda real, y, g_turn: iteration(real, std, g_turn, y)  # noqa: E731
+        step = lambda real, y, std, g_turn: iteration(real, std, g_turn, y)  # noqa: E731
         what = "FunctionalIteration (torch.compile inductor, mode default), called in a for loop"
     else:
         updates = PlainUpdates(g, d, opt_g, opt_d)
-        step = lambda real, y, g_turn: adversarial_iteration(g, d, updates, model.recipe, real, y, std, g_turn, ema)  # noqa: E731
+        step = lambda real, y, std, g_turn: adversarial_iteration(g, d, updates, model.recipe, real, y, std, g_turn, ema)  # noqa: E731
         what = "adversarial_iteration through PlainUpdates (zero_grad, backward, step), eager"
-    n_critic, conditional = model.hparams.n_critic, bool(model.num_classes)
+    conditional = bool(model.num_classes)
     seen, start = 0, None
     while True:
         for real, labels in loader:
-            step(real, labels if conditional else None, (seen + 1) % n_critic == 0)
+            # The run has no end, so the noise schedule stays at its start (progress 0).
+            step(real, labels if conditional else None, *model.recipe.schedule(seen, 0.0, 0))
             seen += 1
             if seen == warmup:
                 start = time.perf_counter()

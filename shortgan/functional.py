@@ -80,8 +80,11 @@ class AdamMaths:
             self._lr_value = lr
 
     def init_state(self) -> None:
-        """Create the state Adam would create on its first step; move `step` onto the parameters' device."""
+        """Create the state Adam would create on its first step (for the parameters that take gradients);
+        move `step` onto the parameters' device."""
         for p in self.params:
+            if not p.requires_grad:
+                continue  # torch's Adam creates no state for it (and state is a defaultdict: no lookup)
             state = self.optimizer.state[p]
             if not state:
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -91,7 +94,7 @@ class AdamMaths:
                 state["step"] = state["step"].to(p.device)
 
     def state_tensors(self) -> list[torch.Tensor]:
-        return [t for p in self.params for t in self.optimizer.state[p].values() if isinstance(t, torch.Tensor)]
+        return [t for p in self.params for t in self.optimizer.state.get(p, {}).values() if isinstance(t, torch.Tensor)]
 
     @torch.no_grad()
     def step(self, grads: Tensors) -> None:
@@ -99,6 +102,8 @@ class AdamMaths:
         beta1, beta2 = group["betas"]
         eps, weight_decay = group["eps"], group["weight_decay"]
         for name, p in zip(self.names, self.params):
+            if name not in grads:
+                continue  # frozen: torch's Adam skips a parameter without a gradient
             state = self.optimizer.state[p]
             grad, step = grads[name], state["step"]
             step.add_(1)
@@ -132,13 +137,17 @@ class FunctionalUpdates:
         # Detached views of the parameters: they see every in-place Adam update.
         params = {name: {k: v.detach() for k, v in net.named_parameters()} for name, net in self.networks.items()}
         buffers = {name: dict(net.named_buffers()) for name, net in self.networks.items()}
+        # A parameter a user froze (requires_grad False) gets no gradient eagerly, and torch's Adam
+        # skips it: no step, no state. Here it is a constant, and AdamMaths skips it the same way.
+        trainable = {k: params[network][k] for k, v in self.networks[network].named_parameters() if v.requires_grad}
 
         def loss(trained: Tensors, buffers: dict[str, Tensors]) -> tuple[torch.Tensor, Any]:
-            calls = {name: partial(_call, net, trained if name == network else params[name], buffers[name])
+            calls = {name: partial(_call, net, {**params[name], **trained} if name == network else params[name],
+                                   buffers[name])
                      for name, net in self.networks.items()}  # fmt: skip
             return objective(calls["generator"], calls["discriminator"])
 
-        grads, (value, aux) = grad_and_value(loss, has_aux=True)(params[network], buffers)
+        grads, (value, aux) = grad_and_value(loss, has_aux=True)(trainable, buffers)
         self.adam[network].step(grads)
         self.steps += 1
         return value.detach(), aux
@@ -217,7 +226,8 @@ class FunctionalIteration:
 
     def _g_step_tensor(self) -> torch.Tensor | None:
         maths = self.updates.adam["generator"]
-        return maths.optimizer.state[maths.params[0]].get("step")
+        trained = next((p for p in maths.params if p.requires_grad), None)
+        return maths.optimizer.state.get(trained, {}).get("step")
 
     def __call__(
         self, real: torch.Tensor, noise_std: float, g_turn: bool = True, labels: torch.Tensor | None = None

@@ -16,9 +16,9 @@ from shortgan.evaluation import EvaluatedGeneratorSystem, SampleQuality
 from shortgan.execution import Compile, CompileMode, Execution, choose_execution, compile_mode_for
 from shortgan.functional import FunctionalIteration
 from shortgan.generator_system import evaluating
-from shortgan.iteration import AdversarialRecipe, EagerUpdates, Loss, adversarial_iteration
+from shortgan.iteration import AdversarialRecipe, EagerUpdates, Loss, adversarial_iteration, pretraining_iteration
 from shortgan.lightning_internals import count_optimizer_steps, find_unused_parameters, logger_writes_this_step
-from shortgan.pretraining import Pairing, pretraining_loss
+from shortgan.pretraining import Pairing
 from shortgan.rejection import CALIBRATION_SAMPLES, calibrate, check_quantile, rejection_sample
 from shortgan.safety import seed_this_process
 from shortgan.schedules import InstanceNoise, ProgressLR, adversarial_progress, training_clock
@@ -180,17 +180,17 @@ class GAN(EvaluatedGeneratorSystem):
                 f"{getattr(discriminator, 'num_classes', 0)}: a conditional GAN needs both set to the dataset's "
                 f"number of classes, an unconditional one neither."
             )
-        for name, value in (("n_critic", n_critic), ("iterations_per_batch", iterations_per_batch)):
-            if value < 1:
-                raise UserError(f"model.{name} must be at least 1, got {value}")
+        if iterations_per_batch < 1:
+            raise UserError(f"model.iterations_per_batch must be at least 1, got {iterations_per_batch}")
         if eval_every_n_epochs < 1 or num_eval_samples < 2:
             raise UserError("model.eval_every_n_epochs must be >= 1 and model.num_eval_samples >= 2")
         if ema_decay is not None and not 0 < ema_decay < 1:
             raise UserError(f"model.ema_decay must be between 0 and 1 (or null), got {ema_decay}")
-        # The iteration's decisions and the noise schedule, checked on construction.
+        # The iteration's decisions and its schedule, checked on construction.
+        noise = InstanceNoise(instance_noise, instance_noise_fade, instance_noise_epochs)
         self.recipe = AdversarialRecipe(loss, g_steps, clip_value, gp_weight, real_label, fake_label, noise_fakes,
-                                        tuple(augment), freeze_discriminator, mode_seeking, r1_gamma)  # fmt: skip
-        self.noise = InstanceNoise(instance_noise, instance_noise_fade, instance_noise_epochs)
+                                        tuple(augment), freeze_discriminator, mode_seeking, r1_gamma, n_critic,
+                                        noise)  # fmt: skip
         check_quantile(rejection_quantile)
         if rejection_quantile is not None and not self.recipe.bce:
             raise UserError(
@@ -325,9 +325,10 @@ class GAN(EvaluatedGeneratorSystem):
             self.trainer, self.hparams.pretrain_epochs, batch_idx, clock, self.adversarial_started_at or 0.0
         )
 
-    def instance_noise_std(self) -> float:
-        """The std of the noise on D's inputs in the current batch."""
-        return self.noise.at(self.progress, max(0, self.current_epoch - self.hparams.pretrain_epochs))
+    def schedule(self, iteration: int = 0) -> tuple[float, bool]:
+        """(instance-noise std, whether G updates) for the `iteration`-th adversarial iteration of this
+        epoch, at the current batch's progress (`AdversarialRecipe.schedule` decides)."""
+        return self.recipe.schedule(iteration, self.progress, max(0, self.current_epoch - self.hparams.pretrain_epochs))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         if self.recipe.freeze_discriminator:
@@ -341,12 +342,14 @@ class GAN(EvaluatedGeneratorSystem):
             )
         # Conditional: each chunk's labels; the networks are given them only then.
         labels = batch[1].chunk(k) if self.num_classes else [None] * k
+        hp = self.hparams
         for j, (real, y) in enumerate(zip(batch[0].chunk(k), labels, strict=True)):
             if self.pretraining:
-                self._pretraining_step(real, y)
+                self.latest.update(pretraining_iteration(self.generator, EagerUpdates(self), real, y,
+                                                         hp.pretrain_pairing, hp.pretrain_candidates,
+                                                         self.generator_ema))  # fmt: skip
             else:
-                g_turn = (batch_idx * k + j + 1) % self.hparams.n_critic == 0
-                self.latest.update(self.adversarial_step(real, g_turn, y))
+                self.latest.update(self.adversarial_step(real, batch_idx * k + j, y))
         # Lightning writes step values to the logger only every `trainer.log_every_n_steps` batches, and
         # each `self.log` costs ~0.7 ms on a CPU (Lightning walks its result object field by field), a
         # tenth of a small batch's time: log on those batches only. The written curves are the same;
@@ -356,27 +359,18 @@ class GAN(EvaluatedGeneratorSystem):
             self._log_latest()
 
     def adversarial_step(
-        self, real: torch.Tensor, g_turn: bool = True, labels: torch.Tensor | None = None
+        self, real: torch.Tensor, iteration: int = 0, labels: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """One adversarial iteration on `real` (classes `labels`), run the chosen way; its curves."""
+        """The `iteration`-th adversarial iteration of this epoch (from 0) on `real` (classes `labels`),
+        run the chosen way; its curves."""
+        noise_std, g_turn = self.schedule(iteration)
         if self.iteration is None:
             return adversarial_iteration(self.generator, self.discriminator, EagerUpdates(self), self.recipe, real,
-                                         labels, self.instance_noise_std(), g_turn, self.generator_ema)  # fmt: skip
-        curves, steps = self.iteration(real, self.instance_noise_std(), g_turn, labels)
+                                         labels, noise_std, g_turn, self.generator_ema)  # fmt: skip
+        curves, steps = self.iteration(real, noise_std, g_turn, labels)
         # Same bookkeeping as optimizer.step(): global_step, and so checkpoint cadence, counts these.
         count_optimizer_steps(self.optimizers()[0], steps)
         return curves
-
-    def _pretraining_step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-        opt = self.optimizers()[2]
-        hp = self.hparams
-        loss = pretraining_loss(self.generator, real, hp.pretrain_pairing, hp.pretrain_candidates, labels)
-        opt.zero_grad()
-        self.manual_backward(loss)
-        opt.step()
-        self.latest["pretrain_loss"] = loss.detach()
-        if self.generator_ema is not None:
-            self.generator_ema.update_parameters(self.generator)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # A callback (max_time, early stopping) may have stopped the run after this batch: Lightning
@@ -393,7 +387,7 @@ class GAN(EvaluatedGeneratorSystem):
         opt_g, opt_d, opt_pre = self.optimizers()
         self.log_dict(
             {"lr/generator": opt_g.param_groups[0]["lr"], "lr/discriminator": opt_d.param_groups[0]["lr"],
-             "lr/pretrain": opt_pre.param_groups[0]["lr"], "train/instance_noise": self.instance_noise_std()},
+             "lr/pretrain": opt_pre.param_groups[0]["lr"], "train/instance_noise": self.schedule()[0]},
             sync_dist=True,  # equal on every process; syncing just keeps Lightning's DDP check quiet
         )  # fmt: skip
         # Manual optimisation: Lightning does not step schedulers, and pretraining epochs don't count.

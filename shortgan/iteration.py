@@ -1,9 +1,11 @@
 """The adversarial iteration, written once: (1) one D step, (2) `g_steps` G steps on fresh noise,
-(3) the weight average of G.
+(3) the weight average of G; and the pretraining step beside it.
 
-`adversarial_iteration` holds every GAN decision of an iteration: which noise D sees, D's loss and
-gradient penalty, weight clipping, the curves, G's loss through D, the weight average. It never
-updates a network itself; it asks an `Updates` object to "minimise this objective for this network",
+`AdversarialRecipe.schedule` decides what changes from iteration to iteration (the instance noise's
+std, whether G updates); `adversarial_iteration` holds every other GAN decision of an iteration:
+which noise D sees, D's loss and gradient penalty, weight clipping, the curves, G's loss through D,
+the weight average. `pretraining_iteration` is G's Smooth-L1 step before the adversarial phase.
+Neither updates a network itself; it asks an `Updates` object to "minimise this objective for this network",
 and that is the only thing the ways of running it differ in:
 
 - `EagerUpdates` (here): Lightning's toggled optimizer, `manual_backward` and `optimizer.step()`,
@@ -27,9 +29,12 @@ from torch import nn
 from shortgan import losses
 from shortgan.augment import Augmentation, augment
 from shortgan.errors import UserError
+from shortgan.pretraining import Pairing, pretraining_loss
+from shortgan.schedules import InstanceNoise
 
 Loss = Literal["bce", "minimax", "lsgan", "wgan", "wgan_gp", "hinge"]
-Network = Literal["generator", "discriminator"]
+# What one update steps: G or D with its optimizer, or G with its pretraining optimizer.
+Network = Literal["generator", "discriminator", "pretraining"]
 # An objective takes the generator and the discriminator as callables (the modules themselves, or
 # the same modules over other parameter tensors) and returns (loss, what else the caller wants).
 Objective = Callable[[Callable[..., torch.Tensor], Callable[..., torch.Tensor]], tuple[torch.Tensor, Any]]
@@ -37,7 +42,8 @@ Objective = Callable[[Callable[..., torch.Tensor], Callable[..., torch.Tensor]],
 
 @dataclass(frozen=True)
 class AdversarialRecipe:
-    """The GAN decisions of one iteration that a user sets (the `GAN` arguments of the same names)."""
+    """The GAN decisions of an iteration that a user sets (the `GAN` arguments of the same names;
+    `noise` holds `instance_noise`, `instance_noise_fade` and `instance_noise_epochs`)."""
 
     loss: Loss = "bce"
     g_steps: int = 2
@@ -50,8 +56,12 @@ class AdversarialRecipe:
     freeze_discriminator: bool = False
     mode_seeking: float = 0.0
     r1_gamma: float = 0.0
+    n_critic: int = 1
+    noise: InstanceNoise = InstanceNoise()
 
     def __post_init__(self) -> None:
+        if self.n_critic < 1:
+            raise UserError(f"model.n_critic must be at least 1, got {self.n_critic}")
         if self.g_steps < 1:
             raise UserError(f"model.g_steps must be at least 1, got {self.g_steps}")
         if self.mode_seeking < 0:
@@ -60,6 +70,12 @@ class AdversarialRecipe:
             raise UserError(f"model.r1_gamma must be >= 0 (0 turns it off), got {self.r1_gamma}")
         if self.clip_value is not None and self.clip_value <= 0:
             raise UserError(f"model.clip_value must be > 0 (or null to turn clipping off), got {self.clip_value}")
+
+    def schedule(self, iteration: int, progress: float, adversarial_epoch: int) -> tuple[float, bool]:
+        """(instance-noise std, whether G updates) for the `iteration`-th adversarial iteration of its
+        epoch (from 0): G updates on every `n_critic`-th; the noise fades with the `progress` (0 → 1) of
+        the adversarial training, or with its epochs (`instance_noise_epochs`)."""
+        return self.noise.at(progress, adversarial_epoch), (iteration + 1) % self.n_critic == 0
 
     @property
     def input_gradient_penalty(self) -> bool:
@@ -194,9 +210,33 @@ def adversarial_iteration(
 
     # (3) the weight average follows G: once per G turn, so ema_decay is the decay per G update
     # whatever n_critic is (a D-only iteration leaves G, and so its average, as they were).
-    if average is not None and g_turn:
-        average.update_parameters(generator)
+    if g_turn:
+        follow(average, generator)
     return curves
+
+
+def pretraining_iteration(
+    generator: nn.Module,
+    updates: Updates,
+    real: torch.Tensor,
+    labels: torch.Tensor | None,
+    pairing: Pairing,
+    candidates: int,
+    average: nn.Module | None = None,
+) -> dict[str, torch.Tensor]:
+    """One step of G's pretraining towards the real batch (`pretraining_loss`, no D), with G's
+    pretraining optimizer; then the weight average follows G, as after an adversarial G turn."""
+    loss, _ = updates.minimise(
+        "pretraining", lambda G, D: (pretraining_loss(G, real, pairing, candidates, labels), ())
+    )
+    follow(average, generator)
+    return {"pretrain_loss": loss}
+
+
+def follow(average: nn.Module | None, generator: nn.Module) -> None:
+    """The weight average's update after G has stepped (its first copies G)."""
+    if average is not None:
+        average.update_parameters(generator)
 
 
 class EagerUpdates:
@@ -215,8 +255,8 @@ class EagerUpdates:
 
     def minimise(self, network: Network, objective: Objective) -> tuple[torch.Tensor, Any]:
         module = self.module
-        opt_g, opt_d = module.optimizers()[:2]
-        optimizer = opt_g if network == "generator" else opt_d
+        # The GAN's optimizers, in configure_optimizers' order.
+        optimizer = module.optimizers()[("generator", "discriminator", "pretraining").index(network)]
         with module.toggled_optimizer(optimizer):
             loss, aux = objective(module.generator, module.discriminator)
             optimizer.zero_grad()
@@ -236,17 +276,20 @@ class PlainUpdates:
     Args:
         generator, discriminator: the networks.
         generator_optimizer, discriminator_optimizer: their optimizers.
+        pretraining_optimizer: G's optimizer in pretraining, if it runs.
     """
 
     input_gradient = staticmethod(losses.input_gradient)
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, generator_optimizer: torch.optim.Optimizer,
-                 discriminator_optimizer: torch.optim.Optimizer) -> None:  # fmt: skip
+                 discriminator_optimizer: torch.optim.Optimizer,
+                 pretraining_optimizer: torch.optim.Optimizer | None = None) -> None:  # fmt: skip
         self.generator, self.discriminator = generator, discriminator
-        self.optimizers = {"generator": generator_optimizer, "discriminator": discriminator_optimizer}
+        self.optimizers = {"generator": generator_optimizer, "discriminator": discriminator_optimizer,
+                           "pretraining": pretraining_optimizer}  # fmt: skip
 
     def minimise(self, network: Network, objective: Objective) -> tuple[torch.Tensor, Any]:
-        other = self.discriminator if network == "generator" else self.generator
+        other = self.generator if network == "discriminator" else self.discriminator
         other.requires_grad_(False)  # the other network's weights take no gradient from this loss
         loss, aux = objective(self.generator, self.discriminator)
         self.optimizers[network].zero_grad()

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +7,21 @@ import torch
 
 from shortgan.cli import cli_main
 from shortgan.data import write_idx
+
+
+# torch.compile's inductor builds C++ on a CPU. Without a compiler these tests skip, and the summary
+# says so in a banner (pytest_terminal_summary): a green run without them has not tested the compiled path.
+NO_COMPILER = "torch.compile on a CPU needs a C++ compiler (g++)"
+needs_compiler = pytest.mark.skipif(shutil.which("g++") is None, reason=NO_COMPILER)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if NO_COMPILER in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_sep(
+            "!", f"THE COMPILED PATH WAS NOT TESTED: {len(skipped)} test(s) skipped, {NO_COMPILER}. Install g++ "
+            "(Debian: apt-get install g++) and run them again", red=True, bold=True,
+        )  # fmt: skip
 
 
 @pytest.fixture

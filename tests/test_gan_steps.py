@@ -26,11 +26,11 @@ def params(net: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def test_the_d_step_changes_d_and_gives_g_no_gradient():
-    model = attached()
+    model = attached(n_critic=2)
     for p in model.generator.parameters():
         p.grad = None
     g_before, d_before = params(model.generator), params(model.discriminator)
-    model.adversarial_step(REAL[:8], g_turn=False)  # the D step alone
+    model.adversarial_step(REAL[:8], iteration=0)  # the D step alone: G's turn is every 2nd iteration
     assert all(p.grad is None for p in model.generator.parameters())
     assert all(torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()))
     assert all(not torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters()))
@@ -42,7 +42,7 @@ def test_the_d_step_runs_g_with_grad_mode_off_and_the_g_step_with_it_on():
     # graphs it reused the D step's G graph in the G step, which then had no gradient).
     model, modes = attached(), []
     model.generator.register_forward_hook(lambda *_: modes.append(torch.is_grad_enabled()))
-    model.adversarial_step(REAL[:8], g_turn=True)
+    model.adversarial_step(REAL[:8], iteration=0)
     assert modes == [False, True, True]  # the D step's fakes, then the two G steps
 
 
@@ -59,7 +59,7 @@ def test_the_g_steps_change_g_and_leave_d_alone():
 
     opt_d.step = recording_step
     g_before = params(model.generator)
-    model.adversarial_step(REAL[:8], g_turn=True)
+    model.adversarial_step(REAL[:8], iteration=0)
     assert len(seen) == 1  # D stepped once, for its own step only
     after = [*params(model.discriminator), *(p.grad for p in model.discriminator.parameters())]
     assert all(torch.equal(a, b) for a, b in zip(seen[0], after))  # no G step moved D or added to its gradients

@@ -4,7 +4,6 @@ every option, one graph when compiled, the same bookkeeping (steps, checkpoints,
 fallback."""
 
 import copy
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from shortgan.gan import GAN
 from shortgan.iteration import AdversarialRecipe, PlainUpdates, adversarial_iteration
 from shortgan.networks import ShortGANDiscriminator, ShortGANGenerator
 from shortgan.safety import RNGState
+from conftest import needs_compiler
 
 IMAGES = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
 LABELS = torch.arange(64) % 10
@@ -133,14 +133,14 @@ def test_every_functional_iteration_computes_what_the_eager_step_does(kwargs):
         labels = LABELS[8 * i : 8 * i + 8] if model.num_classes else None
         before, rng = [t.detach().clone() for t in tensors(model)], torch.get_rng_state()
         model.iteration = functional
-        functional_curves = {k: v.clone() for k, v in model.adversarial_step(real, g_turn, labels).items()}
+        functional_curves = {k: v.clone() for k, v in model.adversarial_step(real, i, labels).items()}
         after_functional = [t.detach().clone() for t in tensors(model)]
         with torch.no_grad():
             for t, saved in zip(tensors(model), before, strict=True):
                 t.copy_(saved)
         torch.set_rng_state(rng)
         model.iteration = None
-        eager_curves = model.adversarial_step(real, g_turn, labels)
+        eager_curves = model.adversarial_step(real, i, labels)
         for j, (eager, other) in enumerate(zip(tensors(model), after_functional, strict=True)):
             assert torch.allclose(eager.float(), other.float(), atol=1e-6, rtol=1e-5), (i, j)
         assert eager_curves.keys() == functional_curves.keys()
@@ -269,6 +269,26 @@ def test_adam_maths_is_torch_s_adam_in_every_form_with_a_changing_learning_rate(
         assert int(theirs.state[a]["step"]) == int(ours.optimizer.state[b]["step"]) == 5
 
 
+def test_a_frozen_parameter_is_left_as_torch_s_adam_leaves_it_on_both_paths():
+    # A user freezes G's last bias: eagerly it gets no gradient and torch's Adam skips it (no step, no
+    # state, weight decay included); the functional iteration must do the same.
+    adam_l2 = partial(torch.optim.Adam, lr=1e-2, weight_decay=0.1)
+    results = {}
+    for path in ({"compile": "off"}, FUNCTIONAL):
+        L.seed_everything(0)
+        model = gan(pretrain_epochs=0, generator_optimizer=adam_l2, **path)
+        model.generator.to_pixels.bias.requires_grad_(False)
+        frozen = model.generator.to_pixels.bias.detach().clone()
+        trainer(1, limit_train_batches=2).fit(model, loader())
+        assert (model.iteration is not None) == (path is FUNCTIONAL)
+        opt_g = model.optimizers()[0].optimizer
+        assert torch.equal(model.generator.to_pixels.bias, frozen)
+        assert model.generator.to_pixels.bias not in opt_g.state
+        assert int(opt_g.state[model.generator.to_pixels.weight]["step"]) == 4  # the others stepped (2 × g_steps)
+        results[path["compile"]] = opt_g.state_dict()["state"].keys()
+    assert results["off"] == results["iteration"]
+
+
 def test_a_scheduler_on_the_functional_path_sees_the_optimizer_step():
     import warnings
 
@@ -334,7 +354,7 @@ def test_the_iteration_is_one_graph_without_breaks_or_recompiles():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on a CPU needs a C++ compiler")
+@needs_compiler
 def test_the_compiled_iteration_trains_as_the_eager_step_does():
     # Inductor draws random numbers its own way unless told to use PyTorch's generator.
     with torch._inductor.config.patch(fallback_random=True):
@@ -400,13 +420,13 @@ def test_the_plain_pytorch_reference_computes_what_the_lightning_step_does(kwarg
     g, d = copy.deepcopy(model.generator), copy.deepcopy(model.discriminator)
     plain = PlainUpdates(g, d, ADAM(g.parameters()), ADAM(d.parameters()))
     average = copy.deepcopy(model.generator_ema)
-    std = model.instance_noise_std()
+    std, _ = model.schedule()
     for i in range(3):
         real, labels = IMAGES[8 * i : 8 * i + 8], LABELS[8 * i : 8 * i + 8] if model.num_classes else None
         rng = torch.get_rng_state()
         plain_curves = adversarial_iteration(g, d, plain, model.recipe, real, labels, std, True, average)
         torch.set_rng_state(rng)
-        curves = model.adversarial_step(real, True, labels)
+        curves = model.adversarial_step(real, i, labels)
         for name, value in curves.items():
             torch.testing.assert_close(plain_curves[name], value, atol=TOLERANCE, rtol=TOLERANCE)
     ours = (*g.parameters(), *d.parameters(), *average.parameters())

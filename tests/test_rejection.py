@@ -153,27 +153,35 @@ def test_a_quantile_outside_0_1_is_a_user_error(quantile):
         tiny_gan(rejection_quantile=quantile)
 
 
-def test_the_metrics_and_the_comparison_judge_what_the_model_draws():
+def test_the_metrics_and_the_comparison_judge_what_the_model_draws(monkeypatch):
     # Validation and shortgan.compare both take their fakes from `draw`, so an option of how the model
-    # samples (rejection here) is what they judge.
+    # samples (rejection here) is what they judge: the very images it returned, no others.
     from types import SimpleNamespace
 
-    from shortgan.compare import TimedEvaluation, judge
+    from shortgan import compare
     from shortgan.networks import DigitClassifier
 
     model, drawn = tiny_gan(rejection_quantile=0.5), []
     original = model.draw
-    model.draw = lambda n, y=None, generator=None: drawn.append((n, generator)) or original(n, y, generator)
 
+    def draw(n, y=None, generator=None):
+        drawn.append((n, generator, original(n, y, generator)))
+        return drawn[-1][2]
+
+    model.draw = draw
     model._evaluate, model._eval_left, model._eval_rng = True, 4, torch.Generator().manual_seed(0)
     judged = []
     model.quality = SimpleNamespace(update=lambda real, fake, *labels: judged.append(fake))
     model._evaluation_step((torch.zeros(6, 1, 28, 28), torch.zeros(6, dtype=torch.long)))
-    assert drawn == [(4, model._eval_rng)] and judged[0].shape == (4, 1, 28, 28)
+    assert [(n, g) for n, g, _ in drawn] == [(4, model._eval_rng)]
+    assert len(judged) == 1 and torch.equal(judged[0], drawn[0][2])
 
     classifier = DigitClassifier(channels=4, feature_dim=16).eval()
     reals = torch.rand(20, 1, 28, 28) * 2 - 1
-    evaluation = TimedEvaluation(classifier, reals, seconds=1, points=1, num_samples=20)
-    evaluation.real, evaluation.batches = judge(classifier, reals), 0
+    evaluation = compare.TimedEvaluation(classifier, reals, seconds=1, points=1, num_samples=20)
+    evaluation.real, evaluation.batches = compare.judge(classifier, reals), 0
+    judge, judged = compare.judge, []
+    monkeypatch.setattr(compare, "judge", lambda net, images: judged.append(images) or judge(net, images))
     evaluation.evaluate(SimpleNamespace(current_epoch=0), model, 0.0)
     assert drawn[1][0] == 20 and isinstance(drawn[1][1], torch.Generator) and len(evaluation.rows) == 1
+    assert len(judged) == 1 and torch.equal(judged[0], drawn[1][2])
