@@ -10,7 +10,8 @@
 # first tensor that differs named), once uncompiled (the functional maths alone) and once with CUDA
 # graphs; `benchmarks.mnist_epochs` on full-size MNIST (a stand-in offline): 1 epoch eager, 3 as the
 # user's command runs them (`compile: auto` = the compiled iteration with CUDA graphs on a GPU), 1 with
-# compiled networks; one minute of the user's `fit` on the GPU; `predict` from it.
+# compiled networks; one minute of the user's `fit` of mnist.yaml on the GPU, scored by `validate` (the
+# project's judge), and `predict` from it.
 # Each step has its own time limit, so one that hangs does not take the rest with it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,14 +60,20 @@ epochs eager 90 --epochs 1 --set --data.init_args.on_device true --model.init_ar
 epochs compile_auto 150 --set --data.init_args.on_device true
 epochs compiled_networks 100 --epochs 1 --set --data.init_args.on_device true --model.init_args.compile networks
 
-log "fit on the GPU for one minute (quickstart config), then predict"
+log "fit on the GPU for one minute (mnist.yaml on the offline MNIST sample), then predict and the project's judge"
+# Issue 30: under `compile: auto` a one-minute run must not spend its minute compiling. The judge is the
+# run's own automatic domain classifier (validate: domain FID, precision, recall on 1,000 samples).
 runs=$(mktemp -d)
-timeout 90 python3 main.py fit --config configs/quickstart.yaml --trainer.accelerator gpu \
-    --trainer.max_time 00:00:00:45 --trainer.default_root_dir "$runs" --trainer.enable_progress_bar false \
-    > "$OUT/fit.log" 2>&1
+data=(--config configs/mnist.yaml --data.init_args.dataset mnist_sample --trainer.accelerator gpu
+      --trainer.default_root_dir "$runs" --trainer.enable_progress_bar false)
+timeout 100 python3 main.py fit "${data[@]}" --trainer.max_time 00:00:01:00 > "$OUT/fit.log" 2>&1
 echo "fit exit $?" | tee -a "$OUT/summary.md"
-timeout 40 python3 main.py predict --config configs/quickstart.yaml --trainer.accelerator gpu \
-    --trainer.default_root_dir "$runs" --ckpt_path last --samples_dir "$OUT/predictions" > "$OUT/predict.log" 2>&1
+grep -E "Adversarial iterations run|stopped" "$OUT/fit.log" | tee -a "$OUT/summary.md"
+timeout 60 python3 main.py validate "${data[@]}" --ckpt_path last --model.init_args.num_eval_samples 1000 \
+    > "$OUT/validate.log" 2>&1
+echo "validate exit $?" | tee -a "$OUT/summary.md"
+grep -E "val/(domain_fid|precision|recall)" "$OUT/validate.log" | tee -a "$OUT/summary.md"
+timeout 40 python3 main.py predict "${data[@]}" --ckpt_path last --samples_dir "$OUT/predictions" > "$OUT/predict.log" 2>&1
 echo "predict exit $?" | tee -a "$OUT/summary.md"
 cp "$OUT/predictions/grid.png" "$OUT/predict_grid.png" 2>/dev/null
 rm -rf "$OUT/predictions"

@@ -103,9 +103,10 @@ class GAN(EvaluatedGeneratorSystem):
             tiny, as on a GPU; `trainer.max_epochs` etc. are unchanged, `limit_train_batches` counts
             loaded batches.
         compile: how adversarial iterations run; every way runs the same `adversarial_iteration`
-            (shortgan/iteration.py). `auto`: the compiled iteration where it pays (on a GPU always,
-            with CUDA graphs; on a CPU when the adversarial training is long enough to repay a cold
-            compile: ~10,000 iterations and 7 minutes, shortgan/execution.py), else the eager step.
+            (shortgan/iteration.py). `auto`: the compiled iteration where it pays, when the adversarial
+            training is long enough to repay a cold compile (on a GPU, with CUDA graphs: ~2,500
+            iterations and 1.5 minutes; on a CPU: ~10,000 iterations and 7 minutes;
+            shortgan/execution.py), else the eager step.
             `iteration`: the whole iteration (D step, G steps, both Adam updates, noise, weight
             average) as one compiled function (shortgan/functional.py); needs Adam/AdamW, one
             process and float32, else the eager step runs with a warning. `networks`: G and D

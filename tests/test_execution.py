@@ -38,9 +38,24 @@ def compiler(monkeypatch):
     monkeypatch.setattr(execution, "has_cpp_compiler", lambda: True)
 
 
-def test_auto_compiles_the_iteration_with_cuda_graphs_on_a_gpu():
-    chosen = choose(stub_trainer("cuda", max_epochs=2, batches=10))  # however short
-    assert (chosen.path, chosen.mode, chosen.backend) == ("iteration", "reduce-overhead", "inductor")
+class Clock(L.Callback):
+    """A training clock: `total` seconds for the run, none spent yet."""
+
+    def __init__(self, total: float) -> None:
+        self.total = total
+
+    def training_clock(self) -> tuple[float, float]:
+        return 0.0, self.total
+
+
+def test_auto_compiles_a_long_gpu_run_with_cuda_graphs_and_keeps_a_short_one_eager():
+    long = choose(stub_trainer("cuda", max_epochs=101, batches=938))  # 100 epochs of MNIST at batch 64
+    assert (long.path, long.mode, long.backend) == ("iteration", "reduce-overhead", "inductor")
+    # Issue 30: a one-minute GPU run spent its minute compiling and learned nothing.
+    minute = choose(stub_trainer("cuda", max_epochs=-1, callbacks=[Clock(60.0)]))
+    assert minute.path == "eager" and "on a GPU a cold compile (~70 s)" in minute.why and "60 s" in minute.why
+    few = choose(stub_trainer("cuda", max_epochs=3, batches=500))  # 1,000 adversarial iterations
+    assert few.path == "eager" and "~1,000 iterations" in few.why
 
 
 def test_auto_compiles_a_long_cpu_run_and_keeps_a_short_one_eager(compiler):
@@ -51,13 +66,6 @@ def test_auto_compiles_a_long_cpu_run_and_keeps_a_short_one_eager(compiler):
 
 
 def test_auto_reads_a_time_bound_too(compiler):
-    class Clock(L.Callback):
-        def __init__(self, total: float) -> None:
-            self.total = total
-
-        def training_clock(self) -> tuple[float, float]:
-            return 0.0, self.total
-
     assert choose(stub_trainer(callbacks=[Clock(1200.0)])).path == "iteration"  # 20 minutes
     five = choose(stub_trainer(callbacks=[Clock(300.0)]))  # 5 minutes: a cold compile is not repaid
     assert five.path == "eager" and "300 s" in five.why
