@@ -20,7 +20,8 @@ def require_weights(checkpoint: dict[str, Any], prefixes: tuple[str, ...], what:
         )
 
 
-def _read_checkpoint(path: str, argument: str) -> dict[str, Any]:
+def read_checkpoint(path: str, argument: str) -> dict[str, Any]:
+    """The checkpoint at `path` (tensors and plain data only), or one UserError naming `argument`."""
     if not Path(path).is_file():
         raise UserError(f"{argument}: no file at {path}")
     try:
@@ -35,15 +36,20 @@ def _strip(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
 
 def load_weights(path: str, prefix: str, argument: str, what: str) -> dict[str, torch.Tensor]:
     """The weights under `prefix` (e.g. "generator.") of the Lightning checkpoint at `path`, prefix removed."""
-    checkpoint = _read_checkpoint(path, argument)
+    checkpoint = read_checkpoint(path, argument)
     require_weights(checkpoint, (prefix,), what)
     return _strip(checkpoint["state_dict"], prefix)
 
 
 def load_generator_weights(path: str) -> dict[str, torch.Tensor]:
     """The generator's state_dict from a GeneratorPretrainer or GAN checkpoint at `path`."""
-    checkpoint = _read_checkpoint(path, "model.pretrained_generator")
+    checkpoint = read_checkpoint(path, "model.pretrained_generator")
     require_weights(checkpoint, ("generator.",), "a GeneratorPretrainer or GAN")
+    return generator_state_dict(checkpoint)
+
+
+def generator_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The state_dict of the generator that draws a checkpoint's samples."""
     state = checkpoint["state_dict"]
     # A run with ema_decay drew its samples from the weight average: that is its generator.
     return _strip(state, "generator_ema.module.") or _strip(state, "generator.")
