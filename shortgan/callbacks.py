@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.utilities import rank_zero_only
@@ -142,10 +143,11 @@ def _first_cells(grid: torch.Tensor, count: int, cell: int = 30, pad: int = 2) -
 
 
 class SampleWriter(BasePredictionWriter):
-    """Writes `predict` output: `samples.pt` (N×C×H×W floats in [-1, 1]), `grid.png` (the first 100)
-    and `images/000000.png`, one PNG per sample. From a class-conditional model also `labels.pt`
-    (N class indices, the class each sample was drawn for), and `grid.png` has one row per class
-    (its first 10 samples).
+    """Writes `predict` output: `samples.pt` (N×C×H×W floats in [-1, 1]), `samples.npz` (`x`: the
+    same images as N×H×W×C uint8, the pixels of the PNGs, as FID tools read them), `grid.png` (the
+    first 100) and `images/000000.png`, one PNG per sample. From a class-conditional model also
+    `labels.pt` and `y` in the npz (N class indices, the class each sample was drawn for), and
+    `grid.png` has one row per class (its first 10 samples).
 
     Args:
         output_dir: the folder to write into; by default `<run folder>/predictions`.
@@ -168,9 +170,15 @@ class SampleWriter(BasePredictionWriter):
         out = self.folder
         (out / "images").mkdir(parents=True, exist_ok=True)
         torch.save(samples, out / "samples.pt")
+        # [-1, 1] → 0…255 as save_image rounds it for the PNGs below.
+        pixels = ((samples + 1) / 2).clamp(0, 1).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+        arrays = {"x": pixels.permute(0, 2, 3, 1).numpy()}
         if labelled:
             labels = torch.cat([p[1].cpu() for p in predictions])
             torch.save(labels, out / "labels.pt")
+            arrays["y"] = labels.numpy()
+        np.savez_compressed(out / "samples.npz", **arrays)
+        if labelled:
             rows = [samples[labels == c][:10] for c in dict.fromkeys(labels.tolist())]  # in the order asked
             rows = [torch.cat([r, torch.full((10 - len(r), *r.shape[1:]), -1.0)]) for r in rows]  # pad short rows
             save_image(_grid(torch.cat(rows), nrow=10), out / "grid.png")

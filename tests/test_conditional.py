@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -228,6 +229,11 @@ def test_predict_draws_the_classes_asked_for(conditional_run, tmp_path, monkeypa
     assert given == expected
     assert samples.shape == (12, 1, 28, 28) and labels.tolist() == expected
     assert len(list((out / "images").glob("*.png"))) == 12
+    # samples.npz: the PNGs' pixels (N, H, W, C uint8) and the classes, as FID tools and arrays read them.
+    arrays = np.load(out / "samples.npz")
+    assert arrays["x"].shape == (12, 28, 28, 1) and arrays["x"].dtype == np.uint8 and arrays["y"].tolist() == expected
+    first = sorted((out / "images").glob("*.png"))[0]
+    assert np.array_equal(np.asarray(Image.open(first).convert("L")), arrays["x"][0, :, :, 0])
     # grid.png: a row per class asked for, 10 cells of 28 px + 2 px padding each.
     assert Image.open(out / "grid.png").size == (10 * 30 + 2, len(set(expected)) * 30 + 2)
 
