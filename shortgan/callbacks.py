@@ -177,13 +177,12 @@ class SampleWriter(BasePredictionWriter):
             labels = torch.cat([p[1].cpu() for p in predictions])
             torch.save(labels, out / "labels.pt")
             arrays["y"] = labels.numpy()
-        np.savez_compressed(out / "samples.npz", **arrays)
-        if labelled:
             rows = [samples[labels == c][:10] for c in dict.fromkeys(labels.tolist())]  # in the order asked
             rows = [torch.cat([r, torch.full((10 - len(r), *r.shape[1:]), -1.0)]) for r in rows]  # pad short rows
             save_image(_grid(torch.cat(rows), nrow=10), out / "grid.png")
         else:
             save_image(_grid(samples[:100]), out / "grid.png")
+        np.savez_compressed(out / "samples.npz", **arrays)
         width = max(6, len(str(len(samples) - 1)))
         for i, image in enumerate(samples):
             save_image(image, out / "images" / f"{i:0{width}d}.png", normalize=True, value_range=(-1, 1))

@@ -1,4 +1,3 @@
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -7,12 +6,14 @@ import torch
 
 from shortgan.cli import cli_main
 from shortgan.data import write_idx
+from shortgan.execution import has_cpp_compiler
 
 
 # torch.compile's inductor builds C++ on a CPU. Without a compiler these tests skip, and the summary
 # says so in a banner (pytest_terminal_summary): a green run without them has not tested the compiled path.
-NO_COMPILER = "torch.compile on a CPU needs a C++ compiler (g++)"
-needs_compiler = pytest.mark.skipif(shutil.which("g++") is None, reason=NO_COMPILER)
+NO_COMPILER = "torch.compile on a CPU needs a C++ compiler (g++, c++ or clang++)"
+# The same test `compile: auto` makes before it compiles on a CPU.
+needs_compiler = pytest.mark.skipif(not has_cpp_compiler(), reason=NO_COMPILER)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
