@@ -17,10 +17,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = fetch ]; then
-    # Not on the GPU image (KINDS.md's package list): the CLI's config parser and the offline MNIST sample.
+    # Not on the GPU image (KINDS.md's package list): the CLI's config parser.
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-        -d .whl "jsonargparse==4.53.0" docstring-parser typeshed-client "mlxtend==0.25.0"
+        -d .whl "jsonargparse==4.53.0" docstring-parser typeshed-client
     exit
 fi
 

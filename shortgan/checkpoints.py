@@ -73,3 +73,23 @@ def require_gan(checkpoint: dict[str, Any], num_classes: int) -> None:
                "config.yaml)" if conditional else
                "drop configs/conditional.yaml or add --config configs/unconditional.yaml (or pass the run's config.yaml)")
         )  # fmt: skip
+    if conditional:
+        # Every per-class parameter is (num_classes, …): the class bias, map or BatchNorm scales.
+        trained = next(v.shape[0] for k, v in sorted(checkpoint["state_dict"].items()) if k.startswith("generator.class_"))
+        if trained != num_classes:
+            raise UserError(
+                f"The checkpoint's GAN was trained on {trained} classes, this run's data have {num_classes} (the "
+                f"networks take the data's number): resume or sample with the data the run trained on."
+            )
+
+
+def require_shapes(checkpoint: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> None:
+    """Refuse, in one line, a checkpoint whose weights have other shapes than the model's (another image
+    shape, other network widths)."""
+    for key, value in checkpoint.get("state_dict", {}).items():
+        if key in state_dict and tuple(value.shape) != tuple(state_dict[key].shape):
+            raise UserError(
+                f"The checkpoint's {key} is {tuple(value.shape)}, this model's {tuple(state_dict[key].shape)}: it "
+                f"was trained with other network settings or another data.image_shape. Pass the run's config.yaml "
+                f"(--config runs/<run_name>/version_N/config.yaml) with the data it trained on."
+            )

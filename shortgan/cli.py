@@ -15,10 +15,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities import rank_zero_only
+from jsonargparse import Namespace
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from shortgan.callbacks import SampleGrids, SampleWriter, SkipIdleValidation
+from shortgan.data import dataset_classes
 from shortgan.errors import UserError
 from shortgan.generator_system import GeneratorSystem, parse_classes
 from shortgan.safety import AtomicCheckpointIO, DivergenceGuard, InterruptCheckpoint, RNGState, RunCheckpoint
@@ -101,6 +103,50 @@ def claim_version(run_root: Path) -> str:
             n += 1
 
 
+def fit_networks_to_data(cfg: Namespace, count_classes: bool = True) -> None:
+    """Give a GAN's two networks the data's image shape and, when they are class-conditional, its number
+    of classes, so that no config is edited for a folder of 26 letters or RGB 32×32 images. Unlabelled data
+    (a flat folder, arrays without y) under a conditional config train without the class. Each change
+    is said in one line, and the run's saved config.yaml records the values used. Without
+    `count_classes` (predict: the run's config.yaml already holds the count, and the data may be gone)
+    the class count is left as configured."""
+    data, model = cfg.get("data"), cfg.get("model")
+    if not isinstance(data, Namespace) or not str(data.get("class_path", "")).endswith("ImageDataModule"):
+        return
+    init = model.get("init_args") if isinstance(model, Namespace) else None
+    networks = [init.get(role) for role in ("generator", "discriminator")] if isinstance(init, Namespace) else []
+    networks = [n.init_args for n in networks if isinstance(n, Namespace) and isinstance(n.get("init_args"), Namespace)]
+    if len(networks) != 2:
+        return  # not a GAN (a classifier, a pretrainer)
+    shape = tuple(data.init_args.image_shape)
+    for net in networks:
+        if "image_shape" in net:
+            if tuple(net.image_shape) != shape:
+                rank_zero_info(f"The networks draw the data's image shape {list(shape)} (data.image_shape).")
+            net.image_shape = shape
+        elif shape != (1, 28, 28):
+            raise UserError(f"data.image_shape {list(shape)}: this model's networks draw 1×28×28 images only; "
+                            f"use the ShortGAN or MLP networks for other shapes, or data.image_shape [1, 28, 28]")  # fmt: skip
+    conditional = [net for net in networks if net.get("num_classes")]
+    if not conditional or not count_classes:
+        return
+    wanted = dataset_classes(data.init_args.dataset, data.init_args.data_dir)
+    if wanted < 2:
+        rank_zero_info(
+            f"The data have {'one class' if wanted == 1 else 'no class labels'}: the class-conditional config "
+            f"trains without the class (add --config configs/unconditional.yaml to say so yourself)."
+        )
+        wanted = 0
+    elif any(net.num_classes != wanted for net in conditional):
+        rank_zero_info(f"The data have {wanted} classes: both networks take num_classes {wanted}.")
+    for net in networks:
+        if "num_classes" in net:
+            net.num_classes = wanted
+        for per_class in ("minibatch_std_by_class", "class_batchnorm"):  # what unconditional.yaml turns off
+            if not wanted and net.get(per_class):
+                net[per_class] = False
+
+
 class ShortGANCLI(LightningCLI):
     """LightningCLI that stores each run in `<default_root_dir>/<run_name>/version_N/`.
 
@@ -159,6 +205,7 @@ class ShortGANCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
         check_accelerator(cfg.trainer.accelerator)
+        fit_networks_to_data(cfg, count_classes=self.subcommand != "predict")
         root = cfg.trainer.default_root_dir
         if cfg.get("ckpt_path") == "last":
             cfg.ckpt_path = str(latest_checkpoint(root, cfg.run_name))

@@ -18,7 +18,7 @@ from shortgan import metrics
 from shortgan.errors import UserError
 from shortgan.data import ImageDataModule
 from shortgan.generator_system import GeneratorSystem
-from shortgan.judge import cached_classifier, load_classifier
+from shortgan.judge import cached_classifier, judge_view, load_classifier, rotations
 
 # What torchmetrics (through torch-fidelity) downloads when no weights path is given.
 INCEPTION_WEIGHTS_URL = (
@@ -44,22 +44,27 @@ class DomainQuality(Metric):
         k: neighbours defining the manifolds for precision and recall.
         reset_real_features: also forget the real images on `reset()`. Off by default: the test split
             does not change between validation epochs, so its features are computed once.
+        class_metrics: report the numbers about the classifier's classes (coverage, class_kl,
+            classifier_score); off for a judge of unlabelled data, whose classes are rotations.
     """
 
     full_state_update = False
 
-    def __init__(self, classifier: nn.Module, k: int = 3, reset_real_features: bool = False, **kwargs) -> None:
+    def __init__(
+        self, classifier: nn.Module, k: int = 3, reset_real_features: bool = False, class_metrics: bool = True, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.classifier = classifier.eval().requires_grad_(False)
         self.k = k
         self.reset_real_features = reset_real_features
+        self.class_metrics = class_metrics
         # List states concatenated across processes: precision/recall needs every feature vector.
         for name in ("real_features", "real_logits", "real_labels", "fake_features", "fake_logits", "fake_labels"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, real: bool, labels: Optional[torch.Tensor] = None) -> None:
-        features = self.classifier.features(images)  # (B, D)
+        features = self.classifier.features(judge_view(images))  # (B, D)
         logits = self.classifier.head(features)  # (B, num_classes)
         side = "real" if real else "fake"
         getattr(self, f"{side}_features").append(features.float())
@@ -73,7 +78,10 @@ class DomainQuality(Metric):
         )
         labelled = len(self.real_labels) > 0 and len(self.fake_labels) > 0
         real_y, fake_y = (dim_zero_cat(self.real_labels), dim_zero_cat(self.fake_labels)) if labelled else (None, None)
-        return metrics.domain_quality(real_f, real_l, fake_f, fake_l, self.k, real_y, fake_y)
+        out = metrics.domain_quality(real_f, real_l, fake_f, fake_l, self.k, real_y, fake_y)
+        if not self.class_metrics:
+            out = {key: out[key] for key in ("domain_fid", "precision", "recall")}
+        return out
 
     def reset(self) -> None:
         # Metric.reset() clears lists in place
@@ -161,9 +169,9 @@ class SampleQuality:
         self.real_split: Optional[str] = None  # whose real statistics the metrics hold
         self.collect_real = True
 
-    def add_domain(self, classifier: nn.Module) -> None:
+    def add_domain(self, classifier: nn.Module, class_metrics: bool = True) -> None:
         """Judge samples with this trained classifier too (val/domain_fid, coverage, precision, recall…)."""
-        self.metrics["domain"] = DomainQuality(classifier)
+        self.metrics["domain"] = DomainQuality(classifier, class_metrics=class_metrics)
 
     def add_inception(self, weights: Optional[str] = None, feature: Optional[nn.Module] = None) -> None:
         """Compute the standard Inception FID too (val/fid), if InceptionV3 can be had."""
@@ -231,12 +239,18 @@ class EvaluatedGeneratorSystem(GeneratorSystem):
             if isinstance(data, ImageDataModule):
                 train = data.train_set or data.load_split(train=True)
                 test = data.test_set or data.load_split(train=False)
-                find = partial(cached_classifier, Path(data.hparams.data_dir, "classifiers"), data.hparams.dataset,
-                               (train.images, train.labels), (test.images, test.labels))  # fmt: skip
+                train, test = (judge_view(train.images), train.labels), (judge_view(test.images), test.labels)
+                name, labelled = data.hparams.dataset, data.num_classes >= 2
+                if not labelled:
+                    # No classes to learn: the judge learns which way up each image is.
+                    name, train, test = f"{name}-rotation", rotations(train[0]), rotations(test[0])
+                    rank_zero_info("The data have no classes: domain FID, precision and recall come from a "
+                                   "classifier trained to tell each image's rotation (docs/metrics.md).")  # fmt: skip
+                find = partial(cached_classifier, data.classifier_dir, name, train, test)
                 # Under DDP the first process trains and caches it while the others wait, then load it.
                 classifier = find(train_here=trainer.is_global_zero)
                 trainer.strategy.barrier()
-                self.quality.add_domain(classifier or find())
+                self.quality.add_domain(classifier or find(), class_metrics=labelled)
             else:
                 rank_zero_info("Domain metrics are off: classifier_checkpoint auto needs the labelled ImageDataModule.")
         if hp.inception_fid is None and "fid" not in self.quality.metrics:

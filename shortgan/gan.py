@@ -10,7 +10,7 @@ from torch import nn
 
 from shortgan.augment import Augmentation
 from shortgan.averaging import ExponentialMovingAverage
-from shortgan.checkpoints import load_discriminator_weights, load_generator_weights, require_gan
+from shortgan.checkpoints import load_discriminator_weights, load_generator_weights, require_gan, require_shapes
 from shortgan.errors import UserError
 from shortgan.evaluation import EvaluatedGeneratorSystem, SampleQuality
 from shortgan.execution import Compile, CompileMode, Execution, choose_execution, compile_mode_for
@@ -412,6 +412,7 @@ class GAN(EvaluatedGeneratorSystem):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         require_gan(checkpoint, self.num_classes)
+        require_shapes(checkpoint, self.state_dict())
         super().on_load_checkpoint(checkpoint)
         self._rejection_cutoff = None  # other weights: calibrate again
         self.adversarial_started_at = checkpoint.get("adversarial_started_at")

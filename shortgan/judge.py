@@ -65,6 +65,24 @@ def train_classifier(
     return classifier.eval()
 
 
+def judge_view(images: torch.Tensor) -> torch.Tensor:
+    """Images (B, C, H, W) in [-1, 1] as the judge reads them: grayscale (ITU-R 601 luma), 28×28."""
+    if images.size(1) == 3:
+        images = (images * images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    if tuple(images.shape[-2:]) != (28, 28):
+        images = F.interpolate(images, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
+    return images
+
+
+def rotations(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image turned by 0, 90, 180 and 270 degrees (4N, C, H, W), labelled 0–3: a task that needs no
+    labels and whose solution must know the images' shapes (RotNet, Gidaris et al. 2018), so a classifier
+    trained on it gives unlabelled data feature-space metrics."""
+    turned = [torch.rot90(images, k, dims=(-2, -1)) for k in range(4)]
+    labels = torch.arange(4).repeat_interleave(len(images))
+    return torch.cat(turned), labels
+
+
 @torch.no_grad()
 def accuracy(classifier: DigitClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
     predictions = torch.cat([classifier(x).argmax(1) for x in images.split(1000)])

@@ -50,7 +50,8 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     def radii(x: torch.Tensor) -> torch.Tensor:
         d = torch.cdist(x, x)
         # +1 skips the point itself. topk, not kthvalue: ~20× faster on a 10,000² matrix on a CPU.
-        return d.topk(k + 1, dim=1, largest=False).values[:, -1]
+        # A set of k points or fewer (a tiny held-out split) takes its farthest neighbour.
+        return d.topk(min(k + 1, len(x)), dim=1, largest=False).values[:, -1]
 
     def inside(points: torch.Tensor, centres: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         return (torch.cdist(points, centres) <= r.unsqueeze(0)).any(1).float().mean()
