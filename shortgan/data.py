@@ -272,7 +272,10 @@ class ImageDataModule(L.LightningDataModule):
         if hp.dataset in ("folder", "arrays"):
             images, labels = self._own_images()
             keep = ~held_out(labels, hp.test_fraction) if train else held_out(labels, hp.test_fraction)
-            images, labels = images[keep], labels[keep]
+            # A fixed shuffle: files come sorted by class, and validation judges the first
+            # num_eval_samples held-out images, which must hold every class.
+            order = torch.randperm(int(keep.sum()), generator=torch.Generator().manual_seed(0))
+            images, labels = images[keep][order], labels[keep][order]
         elif hp.dataset == "mnist_sample":
             images, labels = load_mnist_sample()
             is_test = torch.arange(len(images)) % _SAMPLE_TEST_EVERY == _SAMPLE_TEST_EVERY - 1
