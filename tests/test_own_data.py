@@ -249,3 +249,33 @@ def test_a_28_pixel_only_model_refuses_another_image_shape_in_one_line(tmp_path,
         cli_main(["fit", "--config", "configs/dcgan.yaml", "--data.image_shape", "[3, 32, 32]",
                   "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
     assert "draw 1×28×28 images only" in capsys.readouterr().err
+
+
+def config(dataset: str, data_dir: str, num_classes: int = 10, shape=(1, 28, 28)):
+    from jsonargparse import Namespace
+
+    net = lambda **extra: Namespace(class_path="x", init_args=Namespace(num_classes=num_classes, image_shape=(1, 28, 28), **extra))  # noqa: E731
+    return Namespace(
+        data=Namespace(class_path="shortgan.ImageDataModule",
+                       init_args=Namespace(dataset=dataset, data_dir=data_dir, image_shape=shape)),
+        model=Namespace(class_path="shortgan.GAN", init_args=Namespace(generator=net(class_batchnorm=True),
+                                                                       discriminator=net(minibatch_std_by_class=True))),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("classes, expected", [(("only",), 0), (("a", "b", "c"), 3)])
+def test_the_networks_take_the_data_s_class_count_and_one_class_trains_without_it(tmp_path, classes, expected):
+    from shortgan.cli import fit_networks_to_data
+
+    for name in classes:
+        write_image(tmp_path / name / "0.png", 10)
+    cfg = config("folder", str(tmp_path), shape=(3, 32, 32))
+    fit_networks_to_data(cfg)
+    g, d = cfg.model.init_args.generator.init_args, cfg.model.init_args.discriminator.init_args
+    assert g.num_classes == d.num_classes == expected
+    assert g.image_shape == d.image_shape == (3, 32, 32)
+    # The per-class parts go with the class (what configs/unconditional.yaml turns off).
+    assert g.class_batchnorm == d.minibatch_std_by_class == (expected > 0)
+    untouched = config("folder", str(tmp_path))
+    fit_networks_to_data(untouched, count_classes=False)  # predict: the run's config.yaml holds the count
+    assert untouched.model.init_args.generator.init_args.num_classes == 10
