@@ -7,10 +7,11 @@ The JSON in the repository was written by the code before conditioning existed (
 tests/test_conditional.py recomputes the digest with today's code and compares. It uses only what
 both versions have: no labels reach the GAN, the batches carry them as always.
 
-The digest is exact to float rounding, and rounding depends on the CPU's vector kernels: a few Adam
-steps turn a last-bit difference into ~1e-4. When CI moved to another CPU (2026-12-05) the code of
-043a628 and of today both gave the same new numbers, 1e-4 from the old JSON; the JSON was rewritten
-by 043a628's code on that CPU, with this file copied in:
+The run is in float64. In float32 the digest drifted with the CPU: rounding depends on the vector
+kernels, and a few Adam steps turn a last-bit difference into ~1e-4, so CI failed whenever it moved to
+another CPU (2026-12-05, 2026-12-06). In float64 the same drift is ~1e-12, far inside the test's
+tolerance, while any change to what the unconditional path computes moves the sums by orders more.
+The JSON was written by 043a628's code with this file copied in (today's code agrees to 2e-15):
 
     git worktree add /tmp/before 043a628 && cp tests/unconditional_reference.py /tmp/before/tests/
     (cd /tmp/before && PYTHONPATH=. python tests/unconditional_reference.py)
@@ -35,6 +36,15 @@ def digest() -> dict[str, list[float]]:
     """Per state_dict tensor, its sum and sum of absolute values (float64) after 1 pretraining and 1
     adversarial epoch of 4 batches; then the fixed-noise samples', a predict batch's, and the next
     random numbers (which see every draw training made)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return _digest()
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _digest() -> dict[str, list[float]]:
     L.seed_everything(0)
     images = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
     labels = torch.arange(64) % 10
