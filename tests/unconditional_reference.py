@@ -9,8 +9,9 @@ both versions have: no labels reach the GAN, the batches carry them as always.
 
 The run is in float64. In float32 the digest drifted with the CPU: rounding depends on the vector
 kernels, and a few Adam steps turn a last-bit difference into ~1e-4, so CI failed whenever it moved to
-another CPU (2026-12-05, 2026-12-06). In float64 the same drift is ~1e-12, far inside the test's
-tolerance, while any change to what the unconditional path computes moves the sums by orders more.
+another CPU (2026-12-05, 2026-12-06). In float64 the same drift should be ~1e-13 (last bits ~1e-16,
+grown ~1e3-fold as in float32), far inside the test's tolerance (1e-9), while any change to what the
+unconditional path computes moves the sums by orders more (a real label of 0.9001 fails it).
 The JSON was written by 043a628's code with this file copied in (today's code agrees to 2e-15):
 
     git worktree add /tmp/before 043a628 && cp tests/unconditional_reference.py /tmp/before/tests/
