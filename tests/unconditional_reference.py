@@ -34,8 +34,8 @@ REFERENCE = Path(__file__).with_suffix(".json")
 
 
 def digest() -> dict[str, list[float]]:
-    """Per state_dict tensor, its sum and sum of absolute values (float64) after 1 pretraining and 1
-    adversarial epoch of 4 batches; then the fixed-noise samples', a predict batch's, and the next
+    """Per state_dict tensor, its sum and sum of absolute values after 1 pretraining and 1 adversarial
+    epoch of 4 batches, all in float64; then the fixed-noise samples', a predict batch's, and the next
     random numbers (which see every draw training made)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
