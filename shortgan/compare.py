@@ -29,7 +29,7 @@ from torchvision.utils import save_image
 
 from shortgan import metrics
 from shortgan.cli import build_cli, exit_on_user_error
-from shortgan.data import DatasetName, ImageDataModule
+from shortgan.data import DatasetName, ImageDataModule, InMemoryImages
 from shortgan.errors import UserError
 from shortgan.judge import load_classifier
 from shortgan.networks import DigitClassifier
@@ -160,16 +160,27 @@ class TimedEvaluation(L.Callback):
         self.paused += time.perf_counter() - began
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, seconds: float) -> None:
-        seeded = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        labels = pl_module.draw_classes(self.num_samples, seeded) if getattr(pl_module, "num_classes", 0) else None
-        # As the model samples (rejection by D included, if it is set), the same noise every evaluation.
-        sizes = [min(500, self.num_samples - i) for i in range(0, self.num_samples, 500)]
-        classes = labels.split(500) if labels is not None else [None] * len(sizes)
-        fake = torch.cat([pl_module.draw(k, y, seeded) for k, y in zip(sizes, classes)])
         row = {"seconds": round(seconds, 2), "epoch": trainer.current_epoch, "batches": self.batches}
-        fake_labels = None if labels is None else labels.cpu()
-        row.update(scored(judge(self.classifier, fake), self.real, self.real_labels, fake_labels, self.same_size))
+        row.update(score_model(pl_module, self.classifier, self.real, self.real_labels, self.num_samples,
+                               self.seed, self.same_size))  # fmt: skip
         self.rows.append(row)
+
+
+@torch.no_grad()
+def score_model(
+    model: L.LightningModule, classifier: DigitClassifier, real: tuple[torch.Tensor, torch.Tensor],
+    real_labels: Optional[torch.Tensor], num_samples: int, seed: int = 0, same_size: Optional[int] = None,
+) -> dict:  # fmt: skip
+    """`scored` of `num_samples` images drawn as the model samples them (rejection by D included, if it
+    is set; a conditional model's classes by its training split's frequencies), from noise and classes
+    seeded by `seed` — the same at every call, so evaluations of one run differ only by its weights."""
+    seeded = torch.Generator(device=model.device).manual_seed(seed)
+    labels = model.draw_classes(num_samples, seeded) if getattr(model, "num_classes", 0) else None
+    sizes = [min(500, num_samples - i) for i in range(0, num_samples, 500)]
+    classes = labels.split(500) if labels is not None else [None] * len(sizes)
+    fake = torch.cat([model.draw(k, y, seeded) for k, y in zip(sizes, classes)])
+    fake_labels = None if labels is None else labels.cpu()
+    return scored(judge(classifier, fake), real, real_labels, fake_labels, same_size or num_samples)
 
 
 def train_recipe(
@@ -273,6 +284,22 @@ def write_report(results: dict[str, dict], out: Path, command: str) -> None:
 Reference = Literal["test", "train"]
 
 
+def real_reference(
+    classifier: DigitClassifier, dataset: DatasetName, data_dir: str, reference: Reference, num_samples: int
+) -> tuple[InMemoryImages, dict]:  # fmt: skip
+    """The `reference` split of the dataset, and the instrument around it: its sizes and the real-vs-real
+    value (as many images of the other split as samples, up to its size, against the same reference)."""
+    data = ImageDataModule(dataset, data_dir)
+    data.prepare_data()
+    splits = {"train": data.load_split(train=True), "test": data.load_split(train=False)}
+    ref, other = splits[reference], splits["test" if reference == "train" else "train"]
+    size = min(num_samples, len(other))
+    real_vs_real = sample_quality(judge(classifier, other.images[:size]), judge(classifier, ref.images), ref.labels,
+                                  other.labels[:size])  # fmt: skip
+    return ref, {"reference": reference, "reference_size": len(ref), "num_samples": num_samples, "size": size,
+                 "real_vs_real": real_vs_real}  # fmt: skip
+
+
 def compare(
     configs: list[str], seconds: Optional[float], classifier: str, out: Path, dataset: DatasetName = "mnist_sample",
     data_dir: str = "data", points: int = 5, num_samples: int = 1000, accelerator: str = "auto", command: str = "",
@@ -282,17 +309,9 @@ def compare(
     the config's own epochs if None); write the report into `out`;
     return the results ("__reference__" holds the instrument: its sizes and the real-vs-real value)."""
     judge_net = load_classifier(classifier, "--classifier")
-    data = ImageDataModule(dataset, data_dir)
-    data.prepare_data()
-    splits = {"train": data.load_split(train=True), "test": data.load_split(train=False)}
-    ref, other = splits[reference], splits["test" if reference == "train" else "train"]
-    size = min(num_samples, len(other))
-    real = judge(judge_net, ref.images)
-    held_out = judge(judge_net, other.images[:size])
-    results: dict[str, dict] = {"__reference__": {
-        "reference": reference, "reference_size": len(ref), "num_samples": num_samples, "size": size,
-        "real_vs_real": sample_quality(held_out, real, ref.labels, other.labels[:size]),
-    }}  # fmt: skip
+    ref, instrument = real_reference(judge_net, dataset, data_dir, reference, num_samples)
+    size = instrument["size"]
+    results: dict[str, dict] = {"__reference__": instrument}
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
     for config in configs:

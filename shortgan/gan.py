@@ -129,6 +129,11 @@ class GAN(EvaluatedGeneratorSystem):
         r1_gamma: weight γ of the R1 penalty in D's loss, γ·½·E‖∇D(x)‖² on the real images D sees
             (Mescheder et al. 2018, `losses.r1_penalty`): D may not slope steeply around the data.
             Costs a second differentiation in each D step. 0 turns it off.
+        label_dropout: a conditional GAN's share of each batch trained without the class (label
+            dropout): each real image is, with this probability, shown to D as class -1 (`NO_CLASS`,
+            no projection term), and the fake drawn for it is drawn without a class (no class vector)
+            — the unconditional task learnt in the same weights beside the conditional one. Samples
+            are still drawn for their classes. 0 turns it off.
     """
 
     def __init__(
@@ -173,6 +178,7 @@ class GAN(EvaluatedGeneratorSystem):
         rejection_quantile: float | None = None,
         mode_seeking: float = 0.0,
         r1_gamma: float = 0.0,
+        label_dropout: float = 0.0,
     ) -> None:
         super().__init__(generator, num_fixed_samples, fixed_noise_seed)
         if getattr(discriminator, "num_classes", 0) != self.num_classes:
@@ -191,7 +197,10 @@ class GAN(EvaluatedGeneratorSystem):
         noise = InstanceNoise(instance_noise, instance_noise_fade, instance_noise_epochs)
         self.recipe = AdversarialRecipe(loss, g_steps, clip_value, gp_weight, real_label, fake_label, noise_fakes,
                                         tuple(augment), freeze_discriminator, mode_seeking, r1_gamma, n_critic,
-                                        noise)  # fmt: skip
+                                        noise, label_dropout)  # fmt: skip
+        if label_dropout and not self.num_classes:
+            raise UserError("model.label_dropout drops the class of a share of each batch: it needs class-conditional "
+                            "networks (num_classes > 0); set it to 0 for an unconditional GAN")
         check_quantile(rejection_quantile)
         if rejection_quantile is not None and not self.recipe.bce:
             raise UserError(

@@ -29,6 +29,7 @@ from torch import nn
 from shortgan import losses
 from shortgan.augment import Augmentation, augment
 from shortgan.errors import UserError
+from shortgan.networks.conditioning import NO_CLASS
 from shortgan.pretraining import Pairing, pretraining_loss
 from shortgan.schedules import InstanceNoise
 
@@ -58,6 +59,7 @@ class AdversarialRecipe:
     r1_gamma: float = 0.0
     n_critic: int = 1
     noise: InstanceNoise = InstanceNoise()
+    label_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_critic < 1:
@@ -68,6 +70,8 @@ class AdversarialRecipe:
             raise UserError(f"model.mode_seeking must be >= 0 (0 turns it off), got {self.mode_seeking}")
         if self.r1_gamma < 0:
             raise UserError(f"model.r1_gamma must be >= 0 (0 turns it off), got {self.r1_gamma}")
+        if not 0 <= self.label_dropout < 1:
+            raise UserError(f"model.label_dropout must be in [0, 1) (0 turns it off), got {self.label_dropout}")
         if self.clip_value is not None and self.clip_value <= 0:
             raise UserError(f"model.clip_value must be > 0 (or null to turn clipping off), got {self.clip_value}")
 
@@ -141,10 +145,15 @@ def adversarial_iteration(
     """One adversarial iteration on the real batch `real` (B, C, H, W); returns its curves.
 
     `labels` (B,) are the classes of a conditional GAN (None otherwise): the fakes take the real
-    batch's classes. `noise_std` is the instance noise of this iteration; `g_turn` whether G updates
+    batch's classes; with `label_dropout`, a share of the real images and the fakes drawn for them
+    are `NO_CLASS`. `noise_std` is the instance noise of this iteration; `g_turn` whether G updates
     (every `n_critic`-th iteration); `average` the weight average of G (`ExponentialMovingAverage`).
     """
     b = real.size(0)
+    if labels is not None and recipe.label_dropout:
+        # D and G learn the unconditional task beside the conditional one, in the same weights.
+        dropped = torch.rand(b, device=labels.device) < recipe.label_dropout
+        labels = torch.where(dropped, NO_CLASS, labels)
     cond = () if labels is None else (labels,)
 
     def noise() -> torch.Tensor:

@@ -107,6 +107,7 @@ VARIANTS = {
     "class-spread": {"num_classes": 10, "minibatch_std_by_class": True},
     "r1": {"num_classes": 10, "minibatch_std_by_class": True, "r1_gamma": 1.0},
     "class-batchnorm": {"num_classes": 10, "class_batchnorm": True},
+    "label-dropout": {"num_classes": 10, "minibatch_std_by_class": True, "label_dropout": 0.5},
 }
 
 

@@ -1,5 +1,6 @@
-"""Issue 26: the options measured for variety (R1 in D's loss, class-conditional BatchNorm in G), the
-class mix every sample is drawn with, and `shortgan.compare`'s real-vs-real value at the same sizes."""
+"""Issue 26: the options measured for variety (R1 in D's loss, class-conditional BatchNorm in G, label
+dropout), the class mix every sample is drawn with, and `shortgan.compare`'s real-vs-real value at the
+same sizes."""
 
 import json
 
@@ -15,7 +16,8 @@ from shortgan.data import InMemoryImages, _batch_as_is
 from shortgan.errors import UserError
 from shortgan.gan import GAN
 from shortgan.networks import ShortGANDiscriminator, ShortGANGenerator
-from shortgan.networks.conditioning import ClassBatchNorm2d
+from shortgan.networks.conditioning import NO_CLASS, ClassBatchNorm2d
+from shortgan.networks.shortgan import MinibatchStdDev
 from test_compare import digit_classifier  # noqa: F401 (a fixture)
 from test_gan import fit, small_gan
 
@@ -88,6 +90,84 @@ def test_a_generator_with_class_batchnorm_draws_each_class_through_its_own_norms
     assert not torch.allclose(before[1:3], after[1:3]) and torch.equal(before[[0, 3]], after[[0, 3]])
     with pytest.raises(ValueError, match="class_batchnorm needs a conditional generator"):
         ShortGANGenerator(class_batchnorm=True)
+
+
+# ---- label dropout ---------------------------------------------------------------------------------
+
+
+def test_a_generator_given_no_class_draws_as_it_would_without_its_class_parameters():
+    g = ShortGANGenerator(channels=4, num_classes=10, class_batchnorm=True).eval()
+    with torch.no_grad():  # every class parameter away from its start, so "no class" is not a class's value
+        for name, p in g.named_parameters():
+            if "class_" in name:
+                p.normal_()
+    plain = ShortGANGenerator(channels=4, num_classes=10, class_batchnorm=True).eval()
+    plain.load_state_dict(g.state_dict())
+    with torch.no_grad():  # what "no class" must be: no class vector, BatchNorm's scale 1 and shift 0
+        plain.class_bias.weight.zero_()
+        for m in plain.modules():
+            if isinstance(m, ClassBatchNorm2d):
+                m.class_scale.weight.fill_(1.0)
+                m.class_shift.weight.zero_()
+    z = torch.randn(6, g.latent_dim)
+    y = torch.tensor([NO_CLASS, 3, NO_CLASS, 7, 7, NO_CLASS])
+    drawn = g(z, y)
+    assert torch.allclose(drawn[y == NO_CLASS], plain(z, torch.tensor([0, 3, 9, 7, 7, 1]))[y == NO_CLASS], atol=1e-6)
+    assert torch.equal(drawn[y != NO_CLASS], g(z, y.clamp(min=0))[y != NO_CLASS])  # the others keep their class
+    assert not torch.allclose(drawn[y == NO_CLASS], g(z, torch.zeros(6, dtype=torch.long))[y == NO_CLASS])
+
+
+def test_a_discriminator_given_no_class_judges_without_the_projection():
+    d = ShortGANDiscriminator(channels=8, num_layers=3, num_classes=10, spectral_norm=False)
+    torch.nn.init.normal_(d.class_embedding.weight)
+    x = torch.randn(4, 1, 28, 28)
+    unconditional = d.to_logit(d.features(x).flatten(1)).squeeze(1)
+    assert torch.allclose(d(x, torch.full((4,), NO_CLASS)), unconditional, atol=1e-6)
+    assert not torch.allclose(d(x, torch.zeros(4, dtype=torch.long)), unconditional, atol=1e-3)
+
+
+def test_the_per_class_spread_puts_the_images_without_a_class_in_a_group_of_their_own():
+    h, y = torch.randn(6, 2, 3, 3), torch.tensor([NO_CLASS, 0, NO_CLASS, 0, 1, NO_CLASS])
+    spread = MinibatchStdDev(num_classes=2)(h, y)[:, -1, 0, 0]
+    whole = lambda images: MinibatchStdDev()(images)[0, -1, 0, 0]  # the spread over the images given
+    for group in (NO_CLASS, 0):
+        assert torch.allclose(spread[y == group], whole(h[y == group]).expand(int((y == group).sum())), atol=1e-6)
+
+
+def labels_seen(label_dropout: float, compile: str = "off") -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """The labels D and G were called with in one adversarial iteration of a conditional GAN on 64
+    images, and the batch's own labels."""
+    model = conditional_gan(label_dropout=label_dropout, g_steps=1, compile=compile, compile_backend=None)
+    seen_by_d, seen_by_g = [], []
+    model.discriminator.register_forward_hook(lambda m, args, out: seen_by_d.append(args[1].clone()))
+    model.generator.register_forward_hook(lambda m, args, out: seen_by_g.append(args[1].clone()))
+    images, labels = torch.rand(64, 1, 28, 28) * 2 - 1, torch.arange(64) % 10
+    loader = DataLoader(InMemoryImages(images, labels), batch_size=64, collate_fn=_batch_as_is)
+    L.seed_everything(0)
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(model, loader)  # fmt: skip
+    return seen_by_d, seen_by_g, labels
+
+
+@pytest.mark.parametrize("compile", ["off", "iteration"])
+def test_label_dropout_trains_a_share_of_the_batch_without_its_class(compile):
+    seen_by_d, seen_by_g, labels = labels_seen(0.5, compile)
+    dropped = seen_by_d[0] == NO_CLASS
+    assert 0.3 < dropped.float().mean() < 0.7  # 64 images, p = 0.5
+    assert torch.equal(seen_by_d[0][~dropped], labels[~dropped])  # the others keep their class
+    # D's real and fake calls, and G's (for D's fakes and its own step), all with the same labels:
+    # the fake drawn for a real image without its class is drawn without a class too.
+    assert len(seen_by_d) >= 3 and len(seen_by_g) >= 2
+    assert all(torch.equal(y, seen_by_d[0]) for y in seen_by_d + seen_by_g)
+    seen_by_d, seen_by_g, labels = labels_seen(0.0, compile)
+    assert all(torch.equal(y, labels) for y in seen_by_d + seen_by_g)  # off: every image keeps its class
+
+
+def test_label_dropout_needs_classes_and_a_share_below_one():
+    with pytest.raises(UserError, match="label_dropout .* needs class-conditional networks"):
+        small_gan(label_dropout=0.2)
+    with pytest.raises(UserError, match=r"label_dropout must be in \[0, 1\)"):
+        conditional_gan(label_dropout=1.0)
 
 
 # ---- the class mix of every draw ---------------------------------------------------------------------

@@ -1,10 +1,14 @@
-"""What class-conditional networks share: checking that they were given one class per sample, and
-class-conditional BatchNorm."""
+"""What class-conditional networks share: checking that they were given one class per sample, "no
+class" (`NO_CLASS`), and class-conditional BatchNorm."""
 
 from typing import Optional
 
 import torch
 from torch import nn
+
+# The label of a sample trained without its class (`GAN(label_dropout=...)`): a conditional network
+# treats it as its unconditional self would (no class vector, no projection term).
+NO_CLASS = -1
 
 
 def class_labels(y: Optional[torch.Tensor], batch: int) -> torch.Tensor:
@@ -15,10 +19,20 @@ def class_labels(y: Optional[torch.Tensor], batch: int) -> torch.Tensor:
     return y
 
 
+def embed_class(embedding: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """`embedding(y)`, with zeros for the samples whose label is `NO_CLASS`."""
+    known = y != NO_CLASS
+    # Not `embedding.weight.dtype`: reading a spectral-normed weight runs another power iteration.
+    vectors = embedding(torch.where(known, y, 0))
+    return vectors * known.unsqueeze(1).to(vectors.dtype)
+
+
 class ClassBatchNorm2d(nn.Module):
     """BatchNorm2d whose scale and shift are learned per class (conditional BatchNorm, as in the
     projection-discriminator and BigGAN generators): the class shapes every feature map it follows,
     not only the layer where it enters. Starts as plain BatchNorm (scale 1, shift 0 for every class).
+
+    A sample of `NO_CLASS` gets plain BatchNorm's scale 1 and shift 0.
 
     Args:
         num_features: channels normalised.
@@ -34,5 +48,7 @@ class ClassBatchNorm2d(nn.Module):
         nn.init.zeros_(self.class_shift.weight)
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.class_scale(y)[:, :, None, None], self.class_shift(y)[:, :, None, None]  # (B, C, 1, 1)
+        # embed_class gives 0 for NO_CLASS: + 1 there makes its scale 1.
+        scale = embed_class(self.class_scale, y) + (y == NO_CLASS).unsqueeze(1).to(h.dtype)
+        scale, shift = scale[:, :, None, None], embed_class(self.class_shift, y)[:, :, None, None]  # (B, C, 1, 1)
         return self.norm(h) * scale + shift

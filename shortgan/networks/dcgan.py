@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from shortgan.networks.conditioning import class_labels
+from shortgan.networks.conditioning import class_labels, embed_class
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -55,7 +55,7 @@ class DCGANGenerator(nn.Module):
         if self.class_map is None:
             return self.net(z[:, :, None, None])  # (B, latent, 1, 1) → (B, 1, 28, 28)
         h = self.net[0](z[:, :, None, None])  # (B, 2C, 7, 7)
-        h = h + self.class_map(class_labels(y, z.size(0))).view_as(h)  # the class of each sample
+        h = h + embed_class(self.class_map, class_labels(y, z.size(0))).view_as(h)  # the class of each sample
         return self.net[1:](h)
 
 
@@ -91,5 +91,5 @@ class DCGANDiscriminator(nn.Module):
         if self.class_embedding is None:
             return self.net(x).flatten()  # (B,) logits
         h = self.net[:-1](x)  # (B, 2C, 7, 7)
-        projection = (self.class_embedding(class_labels(y, x.size(0))) * h.flatten(1)).sum(1)
+        projection = (embed_class(self.class_embedding, class_labels(y, x.size(0))) * h.flatten(1)).sum(1)
         return self.net[-1](h).flatten() + projection

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from shortgan.networks.conditioning import ClassBatchNorm2d, class_labels
+from shortgan.networks.conditioning import NO_CLASS, ClassBatchNorm2d, class_labels, embed_class
 
 
 def _maybe_sn(layer: nn.Module, enabled: bool) -> nn.Module:
@@ -30,6 +30,7 @@ class ShortGANGenerator(nn.Module):
         num_classes: 0 for an unconditional generator; else it also takes a class label per sample,
             `forward(z, y)`, as a learned vector added to the first Linear layer's output (what
             concatenating a one-hot class to z does), so the whole 16×16 map depends on the class.
+            A label of -1 (`NO_CLASS`) draws without a class, as the unconditional G would.
         class_batchnorm: a conditional generator's BatchNorm layers scale and shift each class's
             feature maps with parameters of their own (`ClassBatchNorm2d`), so the class enters at
             every block, not only through the first layer.
@@ -87,7 +88,7 @@ class ShortGANGenerator(nn.Module):
         y = class_labels(y, b) if self.num_classes else None  # the class of each sample
         h = self.project(z)  # (B, 256)
         if self.class_bias is not None:
-            h = h + self.class_bias(y)
+            h = h + embed_class(self.class_bias, y)
         h = torch.relu(h).view(b, 1, self.side, self.side)  # (B, 1, 16, 16)
         h = self._run(self.convs, h, y)  # (B, C, 16, 16)
         h = self._run(self.upsample, h, y)  # (B, C_up, 32, 32)
@@ -109,6 +110,7 @@ class MinibatchStdDev(nn.Module):
     images of its own class in the batch instead: over a batch of ten classes the whole-batch spread
     is mostly the spread between classes, and would not show a conditional G that draws one image
     per class (fakes take the real batch's classes, so both batches have the same class counts).
+    The images of `NO_CLASS` (-1) are one more group of their own.
     """
 
     def __init__(self, num_classes: int = 0) -> None:
@@ -120,11 +122,12 @@ class MinibatchStdDev(nn.Module):
             std = h.std(dim=0, unbiased=False).mean().expand(h.size(0))  # one spread for the batch
         else:
             flat = h.flatten(1)
-            members = F.one_hot(y, self.num_classes).to(flat.dtype)  # (B, K)
-            count = members.sum(0).clamp(min=1).unsqueeze(1)  # (K, 1)
-            mean = members.t() @ flat / count  # (K, F): each class's mean image features
-            var = members.t() @ (flat - mean[y]).square() / count  # (K, F)
-            std = (var + 1e-8).sqrt().mean(1)[y]  # (B,): the spread of each image's class
+            group = y - NO_CLASS  # 0: no class, k + 1: class k
+            members = F.one_hot(group, self.num_classes + 1).to(flat.dtype)  # (B, K + 1)
+            count = members.sum(0).clamp(min=1).unsqueeze(1)  # (K + 1, 1)
+            mean = members.t() @ flat / count  # (K + 1, F): each group's mean image features
+            var = members.t() @ (flat - mean[group]).square() / count  # (K + 1, F)
+            std = (var + 1e-8).sqrt().mean(1)[group]  # (B,): the spread of each image's group
         return torch.cat([h, std.view(-1, 1, 1, 1).expand(-1, 1, *h.shape[2:])], dim=1)
 
 
@@ -143,7 +146,8 @@ class ShortGANDiscriminator(nn.Module):
         spectral_norm: wrap every conv and the Linear in spectral normalisation.
         num_classes: 0 for an unconditional D; else `forward(x, y)` is a projection discriminator
             (Miyato & Koyama 2018): the logit adds the inner product of the image's features with a
-            learned embedding of its class, so D judges "is this a real image of class y".
+            learned embedding of its class, so D judges "is this a real image of class y". A label of
+            -1 (`NO_CLASS`) drops the projection: D judges "is this a real image" alone.
     """
 
     def __init__(
@@ -185,5 +189,5 @@ class ShortGANDiscriminator(nn.Module):
         h = h.flatten(1)  # (B, C·2^(L-1) · H/2^L · W/2^L)
         logits = self.to_logit(h).squeeze(1)  # (B,)
         if self.class_embedding is not None:
-            logits = logits + (self.class_embedding(classes) * h).sum(1)  # projection
+            logits = logits + (embed_class(self.class_embedding, classes) * h).sum(1)  # projection
         return logits
