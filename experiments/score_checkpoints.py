@@ -33,7 +33,8 @@ def load_model(run: Path, checkpoint: Path) -> L.LightningModule:
     parser.add_subclass_arguments(L.LightningModule, "model")
     # No judge for the run's own metrics: this script judges with --classifier.
     config["model"].setdefault("init_args", {})["classifier_checkpoint"] = None
-    model = parser.instantiate_classes(parser.parse_object({"model": config["model"]})).model
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    model = instantiate(parser.parse_object({"model": config["model"]})).model
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model.load_state_dict(state["state_dict"])
     return model.eval()

@@ -2,6 +2,7 @@
 dropout), the class mix every sample is drawn with, and `shortgan.compare`'s real-vs-real value at the
 same sizes."""
 
+import importlib.util
 import json
 
 import lightning as L
@@ -11,7 +12,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from shortgan import losses
-from shortgan.compare import main, scored
+from shortgan.compare import judge, main, real_reference, score_model, scored
+from shortgan.judge import load_classifier
 from shortgan.data import InMemoryImages, _batch_as_is
 from shortgan.errors import UserError
 from shortgan.gan import GAN
@@ -281,3 +283,15 @@ def test_compare_full_length_trains_each_config_for_its_own_epochs(digit_classif
     rows = json.loads((tmp_path / "out" / "results.json").read_text())["mlp_gan+short"]["rows"]
     # At 0, after epoch 2 of 4 and at the end: the run's own 4 epochs of 3 batches, no time budget.
     assert [(r["epoch"], r["batches"]) for r in rows] == [(0, 0), (1, 6), (3, 12)]
+    # experiments/score_checkpoints.py scores the run's last checkpoint as compare scored its end.
+    spec = importlib.util.spec_from_file_location("score_checkpoints", "experiments/score_checkpoints.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run = tmp_path / "out" / "runs" / "mlp_gan+short" / "version_0"
+    classifier = load_classifier(str(digit_classifier), "--classifier")
+    ref, _ = real_reference(classifier, "mnist_sample", "data", "test", 100)
+    model = script.load_model(run, run / "checkpoints" / "last.ckpt")
+    again = score_model(model, classifier, judge(classifier, ref.images), ref.labels, 100)
+    for key in ("fid", "precision", "recall"):
+        assert again[key] == pytest.approx(rows[-1][key], rel=1e-5), key
+    assert script.epochs_trained(run / "checkpoints" / "last.ckpt") == 4
