@@ -18,6 +18,7 @@ from shortgan.data import InMemoryImages, _batch_as_is
 from shortgan.errors import UserError
 from shortgan.gan import GAN
 from shortgan.networks import ShortGANDiscriminator, ShortGANGenerator
+from shortgan.networks.dcgan import DCGANDiscriminator, DCGANGenerator
 from shortgan.networks.conditioning import NO_CLASS, ClassBatchNorm2d
 from shortgan.networks.shortgan import MinibatchStdDev
 from test_compare import digit_classifier  # noqa: F401 (a fixture)
@@ -126,6 +127,21 @@ def test_a_discriminator_given_no_class_judges_without_the_projection():
     unconditional = d.to_logit(d.features(x).flatten(1)).squeeze(1)
     assert torch.allclose(d(x, torch.full((4,), NO_CLASS)), unconditional, atol=1e-6)
     assert not torch.allclose(d(x, torch.zeros(4, dtype=torch.long)), unconditional, atol=1e-3)
+
+
+def test_the_dcgan_networks_given_no_class_leave_their_class_parameters_out():
+    g, d = DCGANGenerator(channels=8, num_classes=10).eval(), DCGANDiscriminator(channels=8, num_classes=10).eval()
+    torch.nn.init.normal_(g.class_map.weight)
+    z, none = torch.randn(3, g.latent_dim), torch.full((3,), NO_CLASS)
+    x = g(z, none)
+    with torch.no_grad():
+        expected = g.net[1:](g.net[0](z[:, :, None, None]))  # G's layers without the class map
+        assert torch.allclose(x, expected, atol=1e-6)
+        torch.nn.init.normal_(d.class_embedding.weight)
+        image = torch.randn(3, 1, 28, 28)
+        unconditional = d.net(image).flatten()
+        assert torch.allclose(d(image, none), unconditional, atol=1e-6)  # D without the projection
+        assert not torch.allclose(d(image, torch.zeros(3, dtype=torch.long)), unconditional, atol=1e-3)
 
 
 def test_the_per_class_spread_puts_the_images_without_a_class_in_a_group_of_their_own():
