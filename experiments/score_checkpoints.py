@@ -21,13 +21,13 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 
-from shortgan.compare import judge, real_reference, score_model
+from shortgan.compare import real_reference, score_model
 from shortgan.judge import load_classifier
 
 
-def load_model(run: Path, checkpoint: Path) -> L.LightningModule:
-    """The run's LightningModule as its config.yaml builds it, with the checkpoint's weights (the
-    weight average and the class frequencies included), in eval mode."""
+def load_model(run: Path, state: dict) -> L.LightningModule:
+    """The run's LightningModule as its config.yaml builds it, with the weights of the checkpoint
+    `state` (the weight average and the class frequencies included), in eval mode."""
     config = yaml.safe_load((run / "config.yaml").read_text())
     parser = ArgumentParser()
     parser.add_subclass_arguments(L.LightningModule, "model")
@@ -35,13 +35,15 @@ def load_model(run: Path, checkpoint: Path) -> L.LightningModule:
     config["model"].setdefault("init_args", {})["classifier_checkpoint"] = None
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
     model = instantiate(parser.parse_object({"model": config["model"]})).model
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model.load_state_dict(state["state_dict"])
     return model.eval()
 
 
-def epochs_trained(checkpoint: Path) -> int:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+def read(checkpoint: Path) -> dict:
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)
+
+
+def epochs_trained(state: dict) -> int:
     return int(state["epoch"]) + 1
 
 
@@ -59,23 +61,24 @@ if __name__ == "__main__":
     torch.set_float32_matmul_precision("high")
 
     run = Path(args.run)
+    # The periodic checkpoints are named by their epoch index (epoch=0019.ckpt: 20 epochs trained).
     kept = sorted(run.glob("checkpoints/epoch=[0-9][0-9][0-9][0-9].ckpt"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
-    checkpoints = [(epochs_trained(p), p) for p in kept]
-    checkpoints = [(e, p) for e, p in checkpoints if e % args.every == 0]
+    checkpoints = [p for p in kept if (int(re.findall(r"\d+", p.stem)[0]) + 1) % args.every == 0]
     last = run / "checkpoints" / "last.ckpt"
-    if last.exists() and (not checkpoints or epochs_trained(last) > checkpoints[-1][0]):
-        checkpoints.append((epochs_trained(last), last))
 
     classifier = load_classifier(args.classifier, "--classifier")
-    ref, instrument = real_reference(classifier, args.dataset, args.data_dir, args.reference, args.num_samples)
-    real = judge(classifier, ref.images)
+    ref, real, instrument = real_reference(classifier, args.dataset, args.data_dir, args.reference, args.num_samples)
     rv = instrument["real_vs_real"]
     print(f"reference: {len(ref)} images ({args.reference} split); real vs real ({instrument['size']} images): "
           f"FID {rv['fid']:.2f} precision {rv['precision']:.3f} recall {rv['recall']:.3f}")
     rows = []
-    for epochs, path in checkpoints:
+    for path in [*checkpoints, last] if last.exists() else checkpoints:
+        state = read(path)
+        epochs = epochs_trained(state)
+        if path == last and rows and epochs <= rows[-1]["epochs"]:
+            break  # last.ckpt is the newest kept checkpoint: scored already
         row = {"checkpoint": path.name, "epochs": epochs}
-        row.update(score_model(load_model(run, path), classifier, real, ref.labels, args.num_samples,
+        row.update(score_model(load_model(run, state), classifier, real, ref.labels, args.num_samples,
                                same_size=instrument["size"]))
         rows.append(row)
         same = row.get("same_size")

@@ -286,17 +286,18 @@ Reference = Literal["test", "train"]
 
 def real_reference(
     classifier: DigitClassifier, dataset: DatasetName, data_dir: str, reference: Reference, num_samples: int
-) -> tuple[InMemoryImages, dict]:  # fmt: skip
-    """The `reference` split of the dataset, and the instrument around it: its sizes and the real-vs-real
-    value (as many images of the other split as samples, up to its size, against the same reference)."""
+) -> tuple[InMemoryImages, tuple[torch.Tensor, torch.Tensor], dict]:  # fmt: skip
+    """The `reference` split of the dataset, the classifier's (features, logits) of it, and the instrument
+    around it: its sizes and the real-vs-real value (as many images of the other split as samples, up
+    to its size, against the same reference)."""
     data = ImageDataModule(dataset, data_dir)
     data.prepare_data()
     splits = {"train": data.load_split(train=True), "test": data.load_split(train=False)}
     ref, other = splits[reference], splits["test" if reference == "train" else "train"]
     size = min(num_samples, len(other))
-    real_vs_real = sample_quality(judge(classifier, other.images[:size]), judge(classifier, ref.images), ref.labels,
-                                  other.labels[:size])  # fmt: skip
-    return ref, {"reference": reference, "reference_size": len(ref), "num_samples": num_samples, "size": size,
+    real = judge(classifier, ref.images)
+    real_vs_real = sample_quality(judge(classifier, other.images[:size]), real, ref.labels, other.labels[:size])
+    return ref, real, {"reference": reference, "reference_size": len(ref), "num_samples": num_samples, "size": size,
                  "real_vs_real": real_vs_real}  # fmt: skip
 
 
@@ -309,7 +310,7 @@ def compare(
     the config's own epochs if None); write the report into `out`;
     return the results ("__reference__" holds the instrument: its sizes and the real-vs-real value)."""
     judge_net = load_classifier(classifier, "--classifier")
-    ref, instrument = real_reference(judge_net, dataset, data_dir, reference, num_samples)
+    ref, _, instrument = real_reference(judge_net, dataset, data_dir, reference, num_samples)
     size = instrument["size"]
     results: dict[str, dict] = {"__reference__": instrument}
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from shortgan import losses
-from shortgan.compare import judge, main, real_reference, score_model, scored
+from shortgan.compare import main, real_reference, score_model, scored
 from shortgan.judge import load_classifier
 from shortgan.data import InMemoryImages, _batch_as_is
 from shortgan.errors import UserError
@@ -305,9 +305,9 @@ def test_compare_full_length_trains_each_config_for_its_own_epochs(digit_classif
     spec.loader.exec_module(script)
     run = tmp_path / "out" / "runs" / "mlp_gan+short" / "version_0"
     classifier = load_classifier(str(digit_classifier), "--classifier")
-    ref, _ = real_reference(classifier, "mnist_sample", "data", "test", 100)
-    model = script.load_model(run, run / "checkpoints" / "last.ckpt")
-    again = score_model(model, classifier, judge(classifier, ref.images), ref.labels, 100)
+    ref, real, _ = real_reference(classifier, "mnist_sample", "data", "test", 100)
+    state = script.read(run / "checkpoints" / "last.ckpt")
+    again = score_model(script.load_model(run, state), classifier, real, ref.labels, 100)
     for key in ("fid", "precision", "recall"):
         assert again[key] == pytest.approx(rows[-1][key], rel=1e-5), key
-    assert script.epochs_trained(run / "checkpoints" / "last.ckpt") == 4
+    assert script.epochs_trained(state) == 4
